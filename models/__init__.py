@@ -1,0 +1,1 @@
+"""VisionKit engines: no ComfyUI import at module level; they run standalone too."""

@@ -1,0 +1,127 @@
+"""How the shared cache lives inside ComfyUI's memory management (only imported inside ComfyUI).
+
+The mechanism, in full:
+
+1. Every cache entry gets one `comfy.model_patcher.ModelPatcher`. Its model is a small holder module
+   (`VisionKitModel`) whose children are the entry's torch modules, so ComfyUI's bookkeeping attributes
+   land on the holder and never on the cached model. ONNX sessions get a holder with no parameters and
+   the file's size, so ComfyUI still accounts for them and unloads them.
+2. When a node uses a model, `load_models_gpu([patcher], force_full_load=True)` moves it to ComfyUI's
+   device (diffusers / segment-anything modules have no comfy.ops casting, so no partial loading);
+   under memory pressure ComfyUI may later move it back to its offload device (RAM). The entry stays:
+   the next use brings it back without reading the file again.
+3. ComfyUI keeps only weak references to what it manages, and `/free` ("Unload models") only unloads
+   models from its device and forgets its own references. So the pack wraps
+   `comfy.model_management.unload_all_models` once: after ComfyUI has unloaded everything (the `/free`
+   route, ComfyUI's out-of-memory handler and --disable-smart-memory all go through it), the pack
+   purges its own cache. With no strong reference left, the models are freed: RAM under --cpu, VRAM on
+   a GPU, ONNX sessions included; ComfyUI's own finalizer drops its bookkeeping entries.
+4. Fallback, should a future ComfyUI stop calling that function: every patcher has an ON_DETACH
+   callback that marks its entry released; released entries are dropped at the next cache access.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+log = logging.getLogger("visionkit")
+
+
+class VisionKitModel(torch.nn.Module):
+    """The module ComfyUI manages for one cache entry (named so ComfyUI's log says what it loads)."""
+
+    def __init__(self, modules):
+        super().__init__()
+        self.parts = torch.nn.ModuleList(modules)
+
+
+class ComfyBridge:
+    _instance: "ComfyBridge | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self):
+        import comfy.model_management as mm
+
+        self.mm = mm
+        self.cache = None
+        self.wrapped = False
+        self._by_patcher: dict[int, str] = {}
+
+    @classmethod
+    def install(cls) -> "ComfyBridge":
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+                cls._instance._wrap_unload_all()
+            return cls._instance
+
+    def attach(self, cache) -> None:
+        self.cache = cache
+
+    def _wrap_unload_all(self) -> None:
+        mm = self.mm
+        original = getattr(mm, "unload_all_models", None)
+        if original is None:
+            log.warning("VisionKit: comfy.model_management.unload_all_models is missing; "
+                        "models are released at the next use after /free instead of at once")
+            return
+        if getattr(original, "_visionkit_wrapped", False):
+            self.wrapped = True
+            return
+        bridge = self
+
+        def unload_all_models(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            finally:
+                bridge.on_unload_all()
+
+        unload_all_models._visionkit_wrapped = True
+        unload_all_models.__wrapped__ = original
+        mm.unload_all_models = unload_all_models
+        self.wrapped = True
+
+    def on_unload_all(self) -> None:
+        if self.cache is not None:
+            result = self.cache.purge()
+            if result["purged"] or result["deferred"]:
+                log.info("VisionKit: ComfyUI unloaded all models; released %d cached model(s)",
+                         len(result["purged"]) + len(result["deferred"]))
+
+    # ------------------------------------------------------------ per entry
+    def register(self, cache, entry):
+        from comfy.model_patcher import ModelPatcher
+        from comfy.patcher_extension import CallbacksMP
+
+        from .cache import torch_modules
+
+        mods = torch_modules(entry.value)
+        if mods:
+            load_device = self.mm.get_torch_device()
+        else:  # an ONNX session: on the GPU only when its provider is
+            load_device = torch.device("cuda") if str(entry.meta.get("device", "cpu")).startswith("cuda") \
+                else torch.device("cpu")
+        offload = self.mm.unet_offload_device() if mods else load_device
+        patcher = ModelPatcher(VisionKitModel(mods), load_device=load_device, offload_device=offload,
+                               size=max(int(entry.nbytes), 1))
+        patcher.add_callback(CallbacksMP.ON_DETACH, self._on_detach)
+        self._by_patcher[id(patcher)] = entry.key
+        return patcher
+
+    def load(self, entry) -> None:
+        self.mm.load_models_gpu([entry.patcher], force_full_load=True)
+
+    def forget(self, entry) -> None:
+        if entry.patcher is not None:
+            self._by_patcher.pop(id(entry.patcher), None)
+
+    def _on_detach(self, patcher, unpatch_all=True) -> None:
+        if self.wrapped or self.cache is None:
+            return  # memory pressure: the model went to the offload device and stays cached
+        key = self._by_patcher.get(id(patcher))
+        with self.cache._lock:
+            e = self.cache._entries.get(key) if key else None
+            if e is not None:
+                e.released = True

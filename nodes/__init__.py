@@ -1,0 +1,18 @@
+"""Node registry: every VisionKit node class, its public ID and its display name.
+
+IDs are public and stable (saved workflows refer to them): never rename one without an alias here.
+"""
+from __future__ import annotations
+
+from .cache_info import VisionKitModelCacheInfo
+from .upscale import VisionKitUpscaleModelLoader
+
+_NODES = [
+    # (class, display name)
+    (VisionKitUpscaleModelLoader, "Load Upscale Model (Real-ESRGAN)"),
+    (VisionKitModelCacheInfo, "Model Cache Info"),
+]
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: f"VisionKit {name}" if not name.startswith("VisionKit") else name
+                              for cls, name in _NODES}

@@ -1,0 +1,52 @@
+"""Session-wide test set-up: no network, a temp models dir with tiny real-format models, the pack."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from vk_testing import netguard  # noqa: E402
+
+# Before anything else: tests run offline, and the pack runs standalone (not inside a ComfyUI).
+netguard.install()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["VISIONKIT_STANDALONE"] = "1"
+os.environ.setdefault("VISIONKIT_DEVICE", "cpu")
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    """A models root with every tiny fixture model, in the folder layout of DESIGN.md; shared by the run."""
+    from vk_testing import tiny_models
+
+    root = tmp_path_factory.mktemp("models")
+    tiny_models.build_all(root)
+    return root
+
+
+@pytest.fixture()
+def pack(models_dir, monkeypatch):
+    """The pack, standalone, reading models from the fixture models dir, with a fresh cache per test."""
+    monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(models_dir))
+    from vk_testing import import_pack
+
+    mod = import_pack()
+    from visionkit_pack.models import cache as cache_mod
+
+    old = cache_mod._CACHE
+    cache_mod._CACHE = None
+    yield mod
+    if cache_mod._CACHE is not None:
+        cache_mod._CACHE.purge()
+    cache_mod._CACHE = old
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if netguard.attempts:  # even a caught attempt breaks the "no network at run time" rule
+        print("\nFAILED: network attempts were blocked during the run:", *netguard.attempts[:20], sep="\n  ")
+        session.exitstatus = 1

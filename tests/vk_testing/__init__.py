@@ -1,0 +1,26 @@
+"""Test support for VisionKit: the pack imported under a fixed name, tiny model fixtures, the workflow
+runner and the real-ComfyUI harness. Tests only; never imported by the pack."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK = "visionkit_pack"  # the name tests import the pack by (users may name the folder anything)
+
+
+def import_pack():
+    """Import the repository as a package named PACK (once) and return it."""
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(PACK, None)
+        raise
+    return mod

@@ -1,0 +1,146 @@
+"""Tiny random-weight models in the real file formats, written into a models root.
+
+Each builder writes what a user's file would be (same container format, same key names) but with
+tiny shapes, so the real loading code runs in seconds on CPU. Random weights are seeded: every run
+writes the same files. `build_all(root)` writes everything; the layout is DESIGN.md's folder table.
+Later issues add their models here (one function each, registered in BUILDERS).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+BUILDERS: dict[str, Callable[[Path], None]] = {}
+
+
+def builder(fn):
+    BUILDERS[fn.__name__] = fn
+    return fn
+
+
+def _seeded(seed: int):
+    torch.manual_seed(seed)
+
+
+def _save_pth(sd: dict, path: Path, wrap: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({wrap: sd} if wrap else sd, path)
+
+
+def _save_safetensors(sd: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+
+
+# ---------------------------------------------------------------- Real-ESRGAN
+def tiny_rrdbnet(scale: int = 4, num_block: int = 2, num_feat: int = 8, num_grow_ch: int = 4, seed: int = 0):
+    import sys
+
+    sys.path  # noqa: B018 - the pack's compat fix must be used, like the pack does
+    from visionkit_pack.models.compat import import_basicsr_archs
+
+    RRDBNet, _ = import_basicsr_archs()
+    _seeded(seed)
+    net = RRDBNet(num_in_ch=3, num_out_ch=3, scale=scale, num_feat=num_feat, num_block=num_block,
+                  num_grow_ch=num_grow_ch)
+    _perturb(net)
+    return net.eval()
+
+
+def tiny_srvgg(scale: int = 4, num_conv: int = 3, num_feat: int = 8, seed: int = 1):
+    from visionkit_pack.models.compat import import_basicsr_archs
+
+    _, SRVGGNetCompact = import_basicsr_archs()
+    _seeded(seed)
+    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_conv=num_conv, upscale=scale,
+                          act_type="prelu")
+    _perturb(net)
+    return net.eval()
+
+
+def _perturb(net, std: float = 0.02) -> None:
+    """Default inits leave some layers at zero (RRDB's scaled init); make every weight matter."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * std)
+
+
+@builder
+def upscale_models(root: Path) -> None:
+    d = root / "upscale_models"
+    _save_pth(tiny_rrdbnet(4).state_dict(), d / "tiny_RealESRGAN_x4plus.pth", wrap="params_ema")
+    _save_pth(tiny_rrdbnet(2, seed=2).state_dict(), d / "tiny_RealESRGAN_x2plus.pth", wrap="params")
+    _save_safetensors(tiny_srvgg(4).state_dict(), d / "tiny_realesr-general-x4v3.safetensors")
+    _save_pth(tiny_srvgg(2, seed=3).state_dict(), d / "nested" / "tiny_srvgg_x2.pth")
+
+
+# ---------------------------------------------------------------- SAM
+def tiny_sam(seed: int = 0, embed_dim: int = 32, depth: int = 2, heads: int = 2, global_attn=(1,)):
+    """A segment-anything Sam with a tiny ViT image encoder (real prompt encoder and mask decoder).
+
+    Built with segment-anything's own classes and the same fixed parts its builders use (1024-px
+    input, 16-px patches, 256-d prompts), only the encoder's width and depth are small.
+    """
+    from functools import partial
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    _seeded(seed)
+    prompt_dim, image_size, patch = 256, 1024, 16
+    grid = image_size // patch
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=heads, patch_size=patch,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=list(global_attn), window_size=14,
+            out_chans=prompt_dim),
+        prompt_encoder=PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(grid, grid),
+                                     input_image_size=(image_size, image_size), mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3,
+                                 transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=2048,
+                                                               num_heads=8),
+                                 transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=256),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+    _perturb(sam, 0.01)
+    return sam.eval()
+
+
+@builder
+def sams(root: Path) -> None:
+    sd = tiny_sam().state_dict()
+    _save_pth(sd, root / "sams" / "tiny_sam_vit.pth")
+    _save_safetensors(sd, root / "sams" / "tiny_sam_vit.safetensors")
+
+
+# ---------------------------------------------------------------- CLIP (transformers folder)
+@builder
+def clip_models(root: Path) -> None:
+    """A tiny transformers CLIPModel folder (config.json + model.safetensors)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    _seeded(4)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, projection_dim=16),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, projection_dim=16),
+        projection_dim=16)
+    model = CLIPModel(cfg).eval()
+    out = root / "clip_models" / "tiny-clip"
+    model.save_pretrained(str(out), safe_serialization=True)
+
+
+def build_all(root, only: list[str] | None = None) -> Path:
+    root = Path(root)
+    for name, fn in BUILDERS.items():
+        if only is None or name in only:
+            fn(root)
+    for spec in ("checkpoints", "diffusers", "loras", "controlnet", "ipadapter", "clip_vision", "vae",
+                 "grounding-dino", "insightface/models", "instantid"):
+        os.makedirs(root / spec, exist_ok=True)
+    return root
