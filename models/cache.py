@@ -298,7 +298,9 @@ class ModelCache:
                 dropped = True
             else:
                 dropped = False
-                self._enforce_budget(keep=None)
+                if entry.key in self._entries:  # used just now: the most recently used entry
+                    self._entries.move_to_end(entry.key)
+                self._enforce_budget(keep=entry.key)
         if dropped:
             self._free_memory()
 

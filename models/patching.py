@@ -103,8 +103,11 @@ class RunPatches:
 
         for dotted, value in new_values.items():
             owner_name, _, pname = dotted.rpartition(".")
-            owner = module.get_submodule(owner_name) if owner_name else module
-            if pname not in owner._parameters:
+            try:
+                owner = module.get_submodule(owner_name) if owner_name else module
+            except AttributeError:
+                owner = None
+            if owner is None or pname not in owner._parameters:
                 raise KeyError(f"{type(module).__name__} has no parameter {dotted!r}")
             original = owner._parameters[pname]
 

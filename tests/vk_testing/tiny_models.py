@@ -13,6 +13,10 @@ from typing import Callable
 
 import torch
 
+from . import import_pack
+
+import_pack()  # the fixtures use the pack's own compat fixes, as the pack does
+
 BUILDERS: dict[str, Callable[[Path], None]] = {}
 
 
@@ -39,9 +43,6 @@ def _save_safetensors(sd: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------- Real-ESRGAN
 def tiny_rrdbnet(scale: int = 4, num_block: int = 2, num_feat: int = 8, num_grow_ch: int = 4, seed: int = 0):
-    import sys
-
-    sys.path  # noqa: B018 - the pack's compat fix must be used, like the pack does
     from visionkit_pack.models.compat import import_basicsr_archs
 
     RRDBNet, _ = import_basicsr_archs()
