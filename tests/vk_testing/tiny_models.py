@@ -136,7 +136,20 @@ def clip_models(root: Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
 
 
+def _discover() -> None:
+    """Each capability may keep its fixture builders in tests/vk_testing/tiny_<name>.py (using @builder)."""
+    import importlib
+    import pkgutil
+
+    from . import __path__ as pkg_path
+
+    for info in pkgutil.iter_modules(pkg_path):
+        if info.name.startswith("tiny_") and info.name != "tiny_models":
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
 def build_all(root, only: list[str] | None = None) -> Path:
+    _discover()
     root = Path(root)
     for name, fn in BUILDERS.items():
         if only is None or name in only:
