@@ -5,11 +5,15 @@ IDs are public and stable (saved workflows refer to them): never rename one with
 from __future__ import annotations
 
 from .cache_info import VisionKitModelCacheInfo
-from .upscale import VisionKitUpscaleModelLoader
+from .sam import VisionKitSAMLoader, VisionKitSAMSegment
+from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
 _NODES = [
     # (class, display name)
     (VisionKitUpscaleModelLoader, "Load Upscale Model (Real-ESRGAN)"),
+    (VisionKitUpscale, "Upscale Image (Real-ESRGAN)"),
+    (VisionKitSAMLoader, "Load SAM Model"),
+    (VisionKitSAMSegment, "SAM Segment"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 
