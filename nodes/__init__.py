@@ -5,6 +5,7 @@ IDs are public and stable (saved workflows refer to them): never rename one with
 from __future__ import annotations
 
 from .cache_info import VisionKitModelCacheInfo
+from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
@@ -14,6 +15,8 @@ _NODES = [
     (VisionKitUpscale, "Upscale Image (Real-ESRGAN)"),
     (VisionKitSAMLoader, "Load SAM Model"),
     (VisionKitSAMSegment, "SAM Segment"),
+    (VisionKitGroundingDINOLoader, "Load Grounding DINO Model"),
+    (VisionKitGroundingDINODetect, "Grounding DINO Detect"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 

@@ -1,0 +1,747 @@
+"""Grounding DINO (text → boxes) on transformers' implementation, through the shared cache.
+
+What a model in the `grounding-dino` folder can be (told apart by its contents, never by its name):
+
+- a transformers folder: `config.json` (model_type "grounding-dino") + weights (safetensors) +
+  tokenizer files (+ `preprocessor_config.json` / `processor_config.json`, else the defaults);
+- an original IDEA checkpoint (`groundingdino_swint_ogc.pth`, `groundingdino_swinb_cogcoor.pth`, or
+  the same weights as .safetensors): keys `backbone.0.*`, `transformer.*`, `bert.*`, `feat_map.*`,
+  `input_proj.*`, `bbox_embed.*` (under "model"). The architecture (Swin-T, Swin-B or any other Swin,
+  the transformer's sizes, the BERT text encoder's sizes) is read from the tensor shapes, and the
+  weights are renamed onto `GroundingDinoForObjectDetection` by `convert_original_state_dict`. Their
+  BERT tokenizer files (`vocab.txt` or `tokenizer.json`, optionally `tokenizer_config.json`) are read
+  from the checkpoint's own folder (or a `bert-base-uncased/` folder beside it); none there → a clear
+  error naming the folder and the files.
+
+Two facts no shape tells, fixed to what every released checkpoint uses: 4 sampling points per
+deformable attention head (the head count follows from the shapes then), and BERT heads of 64
+channels (bert-base: 768 / 64 = 12 heads).
+
+Public API for other nodes (GroundedSAM calls this):
+
+    detect(spec, image, prompt, box_threshold=0.35, text_threshold=0.25, *, max_detections=0,
+           position="all", best_only=False, resolution=None, progress=None) -> list[list[dict]]
+
+    - spec: the VK_DINO_MODEL handle (a ModelSpec from `dino_spec` / the loader node);
+    - image: IMAGE tensor (B, H, W, C) float 0..1 (C = 3 or 4; alpha ignored), or one (H, W, C);
+    - prompt: "lion . dog" (phrases separated by "." or new lines) or a phrase such as "the left lion";
+      empty / only separators → GroundingDinoError;
+    - box_threshold: keep a query when its best token probability is > this; text_threshold: a token
+      belongs to the box's label when its probability is > this (both 0..1, as the processor's
+      post_process_grounded_object_detection);
+    - max_detections (0 = no limit), position ("all", "left-most", "right-most", "largest",
+      "smallest", "top-most", "bottom-most"), best_only: selection after thresholding, in the order
+      documented in boxes.select;
+    - resolution: shortest edge the image is resized to before the model (longest edge scaled from
+      800/1333); None = the model's image processor setting (800/1333 unless its folder says otherwise);
+    - progress: optional callback(done, total), one step per image (ComfyUI's bar is used inside it).
+    Returns one list per image of {"box": [x0, y0, x1, y1], "score": float, "label": str} in pixels of
+    that image (clamped to it, x1/y1 exclusive), highest score first; [] where nothing was found.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+from . import boxes as boxes_mod
+from .cache import Loaded, ModelSpec, get_cache
+from .weights import WeightsError, load_state_dict
+
+DEFAULT_BOX_THRESHOLD = 0.35
+DEFAULT_TEXT_THRESHOLD = 0.25
+DEFAULT_RESOLUTION = 800
+DEFAULT_LONGEST = 1333
+ORIGINAL_POINTS = 4  # sampling points per deformable head in every released checkpoint
+BERT_HEAD_DIM = 64
+SPECIAL_TOKENS = {"[CLS]": 101, "[SEP]": 102, ".": 1012, "?": 1029}  # hard-coded in the model
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")  # one of them is needed
+TOKENIZER_SUBDIRS = ("", "bert-base-uncased", "tokenizer")
+
+
+class GroundingDinoError(ValueError):
+    """A Grounding DINO model or input that cannot be used; the message says what was wrong and what to do."""
+
+
+# ================================================================ the loaded bundle
+@dataclass
+class DinoBundle:
+    """What the cache holds for one Grounding DINO model: the network, its tokenizer and image processor."""
+
+    model: object
+    tokenizer: object
+    image_processor: object
+    info: dict = field(default_factory=dict)
+
+    def vk_modules(self):
+        return [self.model]
+
+
+# ================================================================ original checkpoint: architecture
+@dataclass(frozen=True)
+class OriginalArch:
+    """Everything about an original IDEA checkpoint that its tensor shapes tell."""
+
+    embed_dim: int
+    depths: tuple
+    swin_heads: tuple
+    window_size: int
+    patch_size: int
+    in_channels: int
+    mlp_ratio: float
+    out_indices: tuple  # transformers' numbering (stage1..4); original norm{i} = stage{i+1}
+    d_model: int
+    encoder_layers: int
+    decoder_layers: int
+    encoder_ffn_dim: int
+    decoder_ffn_dim: int
+    encoder_heads: int
+    decoder_heads: int
+    feature_levels: int
+    num_queries: int
+    bbox_embed_share: bool
+    text_vocab: int
+    text_hidden: int
+    text_layers: int
+    text_intermediate: int
+    text_positions: int
+    text_type_vocab: int
+
+    @property
+    def variant(self) -> str:
+        if self.embed_dim == 96 and self.depths == (2, 2, 6, 2):
+            return "Swin-T"
+        if self.embed_dim == 128 and self.depths == (2, 2, 18, 2):
+            return "Swin-B"
+        return f"Swin (embed {self.embed_dim}, depths {list(self.depths)})"
+
+    def describe(self) -> str:
+        return (f"Grounding DINO {self.variant}, d_model {self.d_model}, {self.encoder_layers}+{self.decoder_layers} "
+                f"layers, {self.num_queries} queries, BERT {self.text_layers}x{self.text_hidden}")
+
+
+def _indices(sd: dict, pattern: str) -> list[int]:
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in sd if (m := rx.match(k))})
+
+
+def _same_tensor(a, b) -> bool:
+    """Equal values (a shared head is saved once per name that refers to it)."""
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    if a.shape != b.shape or a.device.type == "meta" or b.device.type == "meta":
+        return False
+    return bool(a.equal(b))
+
+
+def is_original_layout(sd: dict) -> bool:
+    return ("backbone.0.patch_embed.proj.weight" in sd and "feat_map.weight" in sd
+            and any(k.startswith("transformer.") for k in sd) and any(k.startswith("bert.") for k in sd))
+
+
+def inspect_original(sd: dict, name: str = "checkpoint") -> OriginalArch:
+    """Read the architecture of an original-layout state-dict from its shapes (see the module docstring)."""
+    def need(key):
+        if key not in sd:
+            raise GroundingDinoError(f"{name} looks like an original Grounding DINO checkpoint but has no {key}; "
+                                     "the file is incomplete or from another project")
+        return sd[key]
+
+    pe = need("backbone.0.patch_embed.proj.weight")
+    embed_dim, in_ch, patch = int(pe.shape[0]), int(pe.shape[1]), int(pe.shape[2])
+    layers = _indices(sd, r"backbone\.0\.layers\.(\d+)\.blocks\.")
+    if not layers:
+        raise GroundingDinoError(f"{name}: no Swin layers (backbone.0.layers.N.blocks.M) found")
+    depths, heads, windows = [], [], set()
+    for i in layers:
+        blocks = _indices(sd, rf"backbone\.0\.layers\.{i}\.blocks\.(\d+)\.")
+        depths.append(len(blocks))
+        table = need(f"backbone.0.layers.{i}.blocks.0.attn.relative_position_bias_table")
+        heads.append(int(table.shape[1]))
+        side = int(round(math.sqrt(int(table.shape[0]))))
+        if side * side != int(table.shape[0]) or side % 2 == 0:
+            raise GroundingDinoError(f"{name}: Swin relative position table of {table.shape[0]} rows is not "
+                                     "(2 * window - 1)^2")
+        windows.add((side + 1) // 2)
+    if len(windows) != 1:
+        raise GroundingDinoError(f"{name}: Swin layers use different window sizes {sorted(windows)}; not supported")
+    fc1 = need("backbone.0.layers.0.blocks.0.mlp.fc1.weight")
+    mlp_ratio = int(fc1.shape[0]) / embed_dim
+    norms = _indices(sd, r"backbone\.0\.norm(\d+)\.weight")
+    if not norms:
+        raise GroundingDinoError(f"{name}: no backbone.0.normN output norms; cannot tell which Swin stages feed "
+                                 "the detector")
+
+    fm = need("feat_map.weight")
+    d_model, text_hidden = int(fm.shape[0]), int(fm.shape[1])
+    enc = _indices(sd, r"transformer\.encoder\.layers\.(\d+)\.")
+    dec = _indices(sd, r"transformer\.decoder\.layers\.(\d+)\.")
+    if not enc or not dec:
+        raise GroundingDinoError(f"{name}: no transformer encoder/decoder layers found")
+    levels = int(need("transformer.level_embed").shape[0])
+    n_proj = len(_indices(sd, r"input_proj\.(\d+)\."))
+    if n_proj != levels:
+        raise GroundingDinoError(f"{name}: {n_proj} input projections for {levels} feature levels")
+
+    def attn_heads(prefix):
+        aw = int(need(f"{prefix}.attention_weights.weight").shape[0])
+        so = int(need(f"{prefix}.sampling_offsets.weight").shape[0])
+        per = levels * ORIGINAL_POINTS
+        h = aw // per
+        if h * per != aw or so != 2 * aw or h == 0 or d_model % h:
+            raise GroundingDinoError(f"{name}: deformable attention {prefix} has {aw} attention weights for "
+                                     f"{levels} levels; expected heads x {levels} x {ORIGINAL_POINTS} points")
+        return h
+
+    if "transformer.tgt_embed.weight" not in sd or "transformer.enc_output.weight" not in sd:
+        raise GroundingDinoError(f"{name}: not a two-stage Grounding DINO with learned query embeddings "
+                                 "(transformer.tgt_embed / transformer.enc_output missing); not supported")
+    bbox = _indices(sd, r"bbox_embed\.(\d+)\.")
+    share = bool(bbox) and all(
+        _same_tensor(sd.get(k.replace("bbox_embed.0.", f"bbox_embed.{i}.", 1)), sd[k])
+        for i in bbox[1:] for k in sd if k.startswith("bbox_embed.0."))
+
+    we = need("bert.embeddings.word_embeddings.weight")
+    if int(we.shape[1]) != text_hidden:
+        raise GroundingDinoError(f"{name}: feat_map reads {text_hidden} text features but the BERT encoder makes "
+                                 f"{int(we.shape[1])}")
+    text_layers = _indices(sd, r"bert\.encoder\.layer\.(\d+)\.")
+    return OriginalArch(
+        embed_dim=embed_dim, depths=tuple(depths), swin_heads=tuple(heads), window_size=windows.pop(),
+        patch_size=patch, in_channels=in_ch, mlp_ratio=mlp_ratio, out_indices=tuple(n + 1 for n in norms),
+        d_model=d_model, encoder_layers=len(enc), decoder_layers=len(dec),
+        encoder_ffn_dim=int(need("transformer.encoder.layers.0.linear1.weight").shape[0]),
+        decoder_ffn_dim=int(need("transformer.decoder.layers.0.linear1.weight").shape[0]),
+        encoder_heads=attn_heads("transformer.encoder.layers.0.self_attn"),
+        decoder_heads=attn_heads("transformer.decoder.layers.0.cross_attn"),
+        feature_levels=levels, num_queries=int(sd["transformer.tgt_embed.weight"].shape[0]),
+        bbox_embed_share=share,
+        text_vocab=int(we.shape[0]), text_hidden=int(we.shape[1]), text_layers=len(text_layers),
+        text_intermediate=int(need("bert.encoder.layer.0.intermediate.dense.weight").shape[0]),
+        text_positions=int(need("bert.embeddings.position_embeddings.weight").shape[0]),
+        text_type_vocab=int(need("bert.embeddings.token_type_embeddings.weight").shape[0]),
+    )
+
+
+def original_config(arch: OriginalArch):
+    """transformers' GroundingDinoConfig for an original checkpoint (the fixed parts as IDEA trained them)."""
+    from transformers import GroundingDinoConfig
+
+    text_heads = max(1, arch.text_hidden // BERT_HEAD_DIM) if arch.text_hidden % BERT_HEAD_DIM == 0 else 1
+    backbone = dict(
+        model_type="swin", image_size=384 if arch.window_size == 12 else 224, patch_size=arch.patch_size,
+        num_channels=arch.in_channels, embed_dim=arch.embed_dim, depths=list(arch.depths),
+        num_heads=list(arch.swin_heads), window_size=arch.window_size, mlp_ratio=arch.mlp_ratio,
+        out_indices=list(arch.out_indices))
+    text = dict(
+        model_type="bert", vocab_size=arch.text_vocab, hidden_size=arch.text_hidden,
+        num_hidden_layers=arch.text_layers, num_attention_heads=text_heads,
+        intermediate_size=arch.text_intermediate, max_position_embeddings=arch.text_positions,
+        type_vocab_size=arch.text_type_vocab)
+    return GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, d_model=arch.d_model,
+        encoder_layers=arch.encoder_layers, decoder_layers=arch.decoder_layers,
+        encoder_ffn_dim=arch.encoder_ffn_dim, decoder_ffn_dim=arch.decoder_ffn_dim,
+        encoder_attention_heads=arch.encoder_heads, decoder_attention_heads=arch.decoder_heads,
+        num_feature_levels=arch.feature_levels, encoder_n_points=ORIGINAL_POINTS,
+        decoder_n_points=ORIGINAL_POINTS, num_queries=arch.num_queries, two_stage=True,
+        embedding_init_target=True, decoder_bbox_embed_share=arch.bbox_embed_share,
+        two_stage_bbox_embed_share=False, max_text_len=256, query_dim=4, activation_function="relu")
+
+
+# ================================================================ original checkpoint: key mapping
+#
+# Each original key gives a list of candidate transformers names (the current names first, then the
+# names of older transformers releases); the first one the model has is used. Original keys that hold
+# several transformers tensors (nn.MultiheadAttention's in_proj, Swin's qkv) are split in three.
+
+_SWIN = "model.backbone.conv_encoder.model."
+_DROP = (re.compile(r"^bert\.pooler\."), re.compile(r"\.relative_position_index$"),
+         re.compile(r"^bert\.embeddings\.(position_ids|token_type_ids)$"))
+
+_DEFORMABLE = {"self_attn.": "deformable_layer.self_attn.", "norm1.": "deformable_layer.self_attn_layer_norm.",
+               "linear1.": "deformable_layer.fc1.", "linear2.": "deformable_layer.fc2.",
+               "norm2.": "deformable_layer.final_layer_norm."}
+_TEXT_ENHANCER = {"self_attn.out_proj.": "text_enhancer_layer.self_attn.out_proj.",
+                  "linear1.": "text_enhancer_layer.fc1.", "linear2.": "text_enhancer_layer.fc2.",
+                  "norm1.": "text_enhancer_layer.layer_norm_before.",
+                  "norm2.": "text_enhancer_layer.layer_norm_after."}
+_FUSION = {"gamma_v": "fusion_layer.vision_param", "gamma_l": "fusion_layer.text_param",
+           "layer_norm_v.": "fusion_layer.layer_norm_vision.", "layer_norm_l.": "fusion_layer.layer_norm_text.",
+           "attn.v_proj.": "fusion_layer.attn.vision_proj.", "attn.l_proj.": "fusion_layer.attn.text_proj.",
+           "attn.values_v_proj.": "fusion_layer.attn.values_vision_proj.",
+           "attn.values_l_proj.": "fusion_layer.attn.values_text_proj.",
+           "attn.out_v_proj.": "fusion_layer.attn.out_vision_proj.",
+           "attn.out_l_proj.": "fusion_layer.attn.out_text_proj."}
+_DECODER = {"cross_attn.": "encoder_attn.", "norm1.": "encoder_attn_layer_norm.",
+            "ca_text.out_proj.": "encoder_attn_text.out_proj.", "catext_norm.": "encoder_attn_text_layer_norm.",
+            "self_attn.out_proj.": "self_attn.out_proj.", "norm2.": "self_attn_layer_norm.",
+            "linear1.": "fc1.", "linear2.": "fc2.", "norm3.": "final_layer_norm."}
+_SIMPLE = (("bert.", "model.text_backbone."), ("feat_map.", "model.text_projection."),
+           ("input_proj.", "model.input_proj_vision."), ("transformer.level_embed", "model.level_embed"),
+           ("transformer.tgt_embed.", "model.query_position_embeddings."),
+           ("transformer.enc_output_norm.", "model.enc_output_norm."),
+           ("transformer.enc_output.", "model.enc_output."),
+           ("transformer.enc_out_bbox_embed.", "model.encoder_output_bbox_embed."),
+           ("transformer.decoder.norm.", "model.decoder.layer_norm."),
+           ("transformer.decoder.ref_point_head.", "model.decoder.reference_points_head."),
+           ("transformer.decoder.bbox_embed.", "model.decoder.bbox_embed."),
+           ("bbox_embed.", "bbox_embed."))
+
+
+def _swin_block(rest: str) -> list[tuple[list[str], slice | None]] | None:
+    """Swin block names: (candidate suffixes, part of the tensor) pairs, or None when unknown."""
+    table = {
+        "norm1.": (["layernorm_before."], None), "norm2.": (["layernorm_after."], None),
+        "attn.proj.": (["attention.o_proj.", "attention.output.dense."], None),
+        "mlp.fc1.": (["mlp.fc1.", "intermediate.dense."], None),
+        "mlp.fc2.": (["mlp.fc2.", "output.dense."], None),
+    }
+    if rest == "attn.relative_position_bias_table":
+        return [(["attention.relative_position_bias.relative_position_bias_table",
+                  "attention.self.relative_position_bias_table"], None)]
+    for src, (dsts, part) in table.items():
+        if rest.startswith(src):
+            p = rest[len(src):]
+            return [([d + p for d in dsts], part)]
+    if rest.startswith("attn.qkv."):
+        p = rest[len("attn.qkv."):]
+        return [([f"attention.{a}.{p}", f"attention.self.{b}.{p}"], i)
+                for i, (a, b) in enumerate((("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")))]
+    return None
+
+
+def _targets(key: str):
+    """[(candidate new names, third index or None)] for one original key; [] = drop it; None = unknown."""
+    if any(rx.search(key) for rx in _DROP):
+        return []
+    m = re.match(r"backbone\.0\.(.*)$", key)
+    if m:
+        rest = m.group(1)
+        pre = [_SWIN + "swin.", _SWIN]
+        if rest.startswith("patch_embed.proj."):
+            p = rest[len("patch_embed.proj."):]
+            return [([x + "embeddings.patch_embeddings.projection." + p for x in pre], None)]
+        if rest.startswith("patch_embed.norm."):
+            return [([x + "embeddings.norm." + rest[len("patch_embed.norm."):] for x in pre], None)]
+        mm = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.*)$", rest)
+        if mm:
+            parts = _swin_block(mm.group(3))
+            if parts is None:
+                return None
+            base = f"encoder.layers.{mm.group(1)}.blocks.{mm.group(2)}."
+            return [([x + base + s for x in pre for s in sufs], part) for sufs, part in parts]
+        mm = re.match(r"layers\.(\d+)\.downsample\.(.*)$", rest)
+        if mm:
+            return [([x + f"encoder.layers.{mm.group(1)}.downsample.{mm.group(2)}" for x in pre], None)]
+        mm = re.match(r"norm(\d+)\.(.*)$", rest)
+        if mm:
+            return [([_SWIN + f"hidden_states_norms.stage{int(mm.group(1)) + 1}.{mm.group(2)}"], None)]
+        return None
+    m = re.match(r"transformer\.encoder\.(layers|text_layers|fusion_layers)\.(\d+)\.(.*)$", key)
+    if m:
+        kind, i, rest = m.groups()
+        base = f"model.encoder.layers.{i}."
+        if kind == "text_layers" and rest.startswith("self_attn.in_proj_"):
+            p = rest[len("self_attn.in_proj_"):]
+            return [([f"{base}text_enhancer_layer.self_attn.{n}.{p}"], j)
+                    for j, n in enumerate(("query", "key", "value"))]
+        table = {"layers": _DEFORMABLE, "text_layers": _TEXT_ENHANCER, "fusion_layers": _FUSION}[kind]
+        for src, dst in table.items():
+            if rest == src or (src.endswith(".") and rest.startswith(src)):
+                return [([base + dst + rest[len(src):]], None)]
+        return None
+    m = re.match(r"transformer\.decoder\.layers\.(\d+)\.(.*)$", key)
+    if m:
+        i, rest = m.groups()
+        base = f"model.decoder.layers.{i}."
+        for src, dst in (("self_attn.in_proj_", "self_attn."), ("ca_text.in_proj_", "encoder_attn_text.")):
+            if rest.startswith(src):
+                p = rest[len(src):]
+                return [([f"{base}{dst}{n}.{p}"], j) for j, n in enumerate(("query", "key", "value"))]
+        for src, dst in _DECODER.items():
+            if rest.startswith(src):
+                return [([base + dst + rest[len(src):]], None)]
+        return None
+    for src, dst in _SIMPLE:
+        if key == src or key.startswith(src):
+            return [([dst + key[len(src):]], None)]
+    return None
+
+
+def convert_original_state_dict(sd: dict, model_keys, name: str = "checkpoint") -> dict:
+    """Rename an original-layout state-dict onto the keys of a transformers GroundingDinoForObjectDetection.
+
+    `model_keys`: the keys of the target model's state_dict. Raises GroundingDinoError listing keys that
+    fit nowhere (a layout this mapping does not know).
+    """
+    model_keys = set(model_keys)
+    out, unknown = {}, []
+    for key, tensor in sd.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        targets = _targets(key)
+        if targets is None:
+            unknown.append(key)
+            continue
+        for candidates, part in targets:
+            dst = next((c for c in candidates if c in model_keys), None)
+            if dst is None:
+                unknown.append(f"{key} (→ {candidates[0]})")
+                break
+            if part is None:
+                out[dst] = tensor
+            else:
+                n = tensor.shape[0] // 3
+                out[dst] = tensor[part * n:(part + 1) * n]
+    if unknown:
+        raise GroundingDinoError(
+            f"{name}: {len(unknown)} weight(s) of this original Grounding DINO checkpoint fit no weight of "
+            f"transformers' GroundingDinoForObjectDetection (e.g. {', '.join(unknown[:4])}); the file is from "
+            "another variant or the installed transformers renamed its modules")
+    return out
+
+
+# ================================================================ recognising files
+def describe_foreign(sd: dict, name: str) -> str:
+    """Say what a state-dict that is not Grounding DINO probably is (people pick the wrong file)."""
+    keys = list(sd)
+    guess = None
+    if any(k.startswith("image_encoder.") for k in keys) and any(k.startswith("mask_decoder.") for k in keys):
+        guess = ("a SAM (segment-anything) checkpoint: put it in models/sams and load it with 'VisionKit "
+                 "Load SAM Model'")
+    elif any(k.startswith(("model.diffusion_model.", "first_stage_model.", "conditioner.")) for k in keys):
+        guess = "a Stable Diffusion checkpoint: load it with 'VisionKit Pipeline Loader'"
+    elif any(k.startswith(("model.backbone.conv_encoder.", "model.text_backbone.")) for k in keys):
+        guess = ("the weights of a transformers-format Grounding DINO folder: keep the file inside its folder "
+                 "with config.json and the tokenizer files, and choose the folder")
+    else:
+        try:
+            from .upscale import detect_arch
+
+            arch = detect_arch(sd, name)
+            guess = (f"a Real-ESRGAN upscaler ({arch.describe()}): put it in models/upscale_models and load it "
+                     "with 'VisionKit Load Upscale Model (Real-ESRGAN)'")
+        except Exception:
+            pass
+    if guess is None:
+        if any(k.startswith(("text_model.", "vision_model.", "visual.", "transformer.resblocks.")) for k in keys):
+            guess = "a CLIP model: load it with 'VisionKit CLIP Loader'"
+        elif any(k.startswith(("embeddings.word_embeddings", "bert.embeddings")) for k in keys):
+            guess = "a BERT text encoder alone (Grounding DINO needs the whole detector)"
+        else:
+            guess = f"an unknown model (first keys: {', '.join(keys[:3]) or 'none'})"
+    return (f"{name} is not a Grounding DINO model; it looks like {guess}. Put groundingdino_swint_ogc.pth "
+            "(with its BERT tokenizer files) or a transformers Grounding DINO folder in models/grounding-dino.")
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as ex:
+        raise GroundingDinoError(f"cannot read {path}: {ex}") from None
+
+
+def find_tokenizer_dir(checkpoint: str) -> str:
+    """The folder with the BERT tokenizer files of an original checkpoint, or a clear error."""
+    base = os.path.dirname(os.path.abspath(checkpoint))
+    for sub in TOKENIZER_SUBDIRS:
+        d = os.path.join(base, sub) if sub else base
+        if any(os.path.isfile(os.path.join(d, f)) for f in TOKENIZER_FILES):
+            return d
+    raise GroundingDinoError(
+        f"{os.path.basename(checkpoint)} needs its BERT tokenizer files (bert-base-uncased): vocab.txt or "
+        f"tokenizer.json, and tokenizer_config.json, in {base} (beside the checkpoint, or in "
+        f"{os.path.join(base, 'bert-base-uncased')}). None was found there; the model downloader fetches them "
+        "with the checkpoint, or copy them from the bert-base-uncased model.")
+
+
+def _check_tokenizer(tok, where: str, vocab_rows: int | None) -> None:
+    ids = tok.convert_tokens_to_ids(list(SPECIAL_TOKENS))
+    if ids != list(SPECIAL_TOKENS.values()):
+        got = ", ".join(f"{t}={i}" for t, i in zip(SPECIAL_TOKENS, ids))
+        raise GroundingDinoError(f"the tokenizer in {where} is not bert-base-uncased's: Grounding DINO needs "
+                                 f"[CLS]=101, [SEP]=102, '.'=1012, '?'=1029, these files give {got}")
+    if vocab_rows is not None and len(tok) > vocab_rows:
+        raise GroundingDinoError(f"the tokenizer in {where} has {len(tok)} tokens but the model's text encoder "
+                                 f"only {vocab_rows}; these tokenizer files belong to another model")
+
+
+def _image_processor(folder: str | None):
+    from transformers import GroundingDinoImageProcessor
+
+    if folder and any(os.path.isfile(os.path.join(folder, f))
+                      for f in ("preprocessor_config.json", "processor_config.json")):
+        return GroundingDinoImageProcessor.from_pretrained(folder, local_files_only=True)
+    return GroundingDinoImageProcessor()  # the defaults are the original's: 800 / 1333, ImageNet mean/std
+
+
+def _no_init():
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def _torch_dtype(spec_dtype: str, device):
+    import torch
+
+    from . import host
+
+    if spec_dtype == "auto":
+        return host.default_dtype(device)
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec_dtype]
+
+
+# ================================================================ loading
+def _load_folder(path: str):
+    from transformers import AutoTokenizer, GroundingDinoForObjectDetection
+
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise GroundingDinoError(f"{path} is a folder without config.json; a transformers Grounding DINO folder "
+                                 "holds config.json, model.safetensors and the tokenizer files")
+    cfg = _read_json(cfg_path)
+    mt = cfg.get("model_type")
+    if mt != "grounding-dino":
+        what = {"bert": "a BERT text model (tokenizer files for original checkpoints go beside the .pth, not "
+                        "as a model of their own)",
+                "sam": "a SAM model: load it with 'VisionKit Load SAM Model'",
+                "clip": "a CLIP model: load it with 'VisionKit CLIP Loader'"}.get(mt, f"a {mt!r} model")
+        raise GroundingDinoError(f"{os.path.basename(path)} is not a Grounding DINO folder: its config.json says "
+                                 f"model_type {mt!r}, {what}")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise GroundingDinoError(f"the Grounding DINO folder {path} has no tokenizer files: it needs vocab.txt or "
+                                 "tokenizer.json (and tokenizer_config.json); copy them from the model's release")
+    try:
+        model = GroundingDinoForObjectDetection.from_pretrained(path, local_files_only=True)
+    except OSError as ex:
+        raise GroundingDinoError(f"cannot load the Grounding DINO weights in {path}: {str(ex).splitlines()[0][:300]}"
+                                 ) from None
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    _check_tokenizer(tok, path, model.config.text_config.vocab_size)
+    info = {"format": "transformers folder", "variant": _hf_variant(model.config)}
+    return model, tok, _image_processor(path), info
+
+
+def _hf_variant(config) -> str:
+    bb = getattr(config, "backbone_config", None)
+    if bb is None or getattr(bb, "model_type", "") != "swin":
+        return getattr(bb, "model_type", "custom backbone")
+    depths, embed = tuple(bb.depths), bb.embed_dim
+    return {(96, (2, 2, 6, 2)): "Swin-T", (128, (2, 2, 18, 2)): "Swin-B"}.get(
+        (embed, depths), f"Swin (embed {embed}, depths {list(depths)})")
+
+
+def _load_original(path: str, sd: dict):
+    from transformers import BertTokenizer, GroundingDinoForObjectDetection
+
+    name = os.path.basename(path)
+    arch = inspect_original(sd, name)
+    tok_dir = find_tokenizer_dir(path)  # before the heavy part: a missing tokenizer fails fast
+    config = original_config(arch)
+    with _no_init():
+        model = GroundingDinoForObjectDetection(config)
+    target = model.state_dict()
+    mapped = convert_original_state_dict(sd, target.keys(), name)
+    bad = [k for k, v in mapped.items() if tuple(v.shape) != tuple(target[k].shape)]
+    if bad:
+        raise GroundingDinoError(f"{name}: weights do not fit the detected {arch.describe()} (e.g. {bad[0]}: "
+                                 f"{tuple(mapped[bad[0]].shape)} vs {tuple(target[bad[0]].shape)})")
+    missing = [k for k in target if k not in mapped and not _may_be_missing(k, model)]
+    if missing:
+        raise GroundingDinoError(f"{name}: {len(missing)} weight(s) of the detected {arch.describe()} are not in "
+                                 f"the file (e.g. {', '.join(missing[:4])}); it is incomplete or another variant")
+    model.load_state_dict(mapped, strict=False)
+    try:
+        tok = BertTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    except Exception as ex:
+        raise GroundingDinoError(f"the BERT tokenizer files in {tok_dir} cannot be read ({str(ex)[:200]}); "
+                                 "download vocab.txt / tokenizer_config.json again") from None
+    _check_tokenizer(tok, tok_dir, arch.text_vocab)
+    info = {"format": "original checkpoint (converted)", "variant": arch.variant, "tokenizer": tok_dir}
+    return model, tok, _image_processor(None), info
+
+
+def _may_be_missing(key: str, model) -> bool:
+    """Weights an original checkpoint does not have and the detector does not use (or gets by tying)."""
+    if ".swin.layernorm." in key or key.endswith(("relative_position_index", "position_ids", "token_type_ids")):
+        return True
+    return key in _buffer_names(model)
+
+
+def _buffer_names(model) -> set:
+    names = getattr(model, "_vk_buffer_names", None)
+    if names is None:
+        names = {n for n, _ in model.named_buffers()}
+        model._vk_buffer_names = names
+    return names
+
+
+def inspect_file(path: str) -> dict:
+    """The state-dict of a Grounding DINO file in the original layout, or a clear error saying what it is."""
+    name = os.path.basename(path)
+    try:
+        sd = load_state_dict(path)
+    except WeightsError as ex:
+        raise GroundingDinoError(str(ex)) from None
+    if not is_original_layout(sd):
+        raise GroundingDinoError(describe_foreign(sd, name))
+    return sd
+
+
+def _build(spec: ModelSpec, device) -> Loaded:
+    import torch  # noqa: F401  (transformers needs it; imported here so the pack import stays cheap)
+
+    path = spec.path
+    if os.path.isdir(path):
+        model, tok, proc, info = _load_folder(path)
+    else:
+        model, tok, proc, info = _load_original(path, inspect_file(path))
+    dtype = _torch_dtype(spec.dtype, device)
+    model.eval().requires_grad_(False)
+    model.to(device=device, dtype=dtype)
+    info = {**info, "dtype": str(dtype).replace("torch.", "")}
+    return Loaded(DinoBundle(model, tok, proc, info), meta=info)
+
+
+def dino_spec(path: str, dtype: str = "auto") -> ModelSpec:
+    if dtype not in ("auto", "fp32", "fp16", "bf16"):
+        raise GroundingDinoError(f"dtype {dtype!r} is not one of auto, fp32, fp16, bf16")
+    return ModelSpec(kind="grounding_dino", path=os.path.abspath(path), build=_build, dtype=dtype)
+
+
+def load_dino_model(path: str, dtype: str = "auto"):
+    """Load (or find in the cache) and return (spec, cache entry)."""
+    spec = dino_spec(path, dtype)
+    return spec, get_cache().load(spec)
+
+
+# ================================================================ inference
+def normalize_prompt(prompt) -> str:
+    """'Lion . dog' → 'lion. dog.': phrases split at '.' and new lines, lower case, each ending with '.'."""
+    text = str(prompt or "")
+    parts = [" ".join(p.split()) for p in re.split(r"[.\n\r]+", text)]
+    parts = [p.lower() for p in parts if p.strip(" ,;:!?-_'\"")]
+    if not parts:
+        raise GroundingDinoError(f"the prompt {prompt!r} names nothing to find; write what to detect, e.g. "
+                                 "'lion . dog' (phrases separated by '.') or 'the left lion'")
+    return ". ".join(parts) + "."
+
+
+def check_thresholds(box_threshold, text_threshold) -> None:
+    for name, v in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0.0 <= float(v) <= 1.0):
+            raise GroundingDinoError(f"{name} must be a number from 0 to 1, got {v!r}")
+
+
+def postprocess(logits, pred_boxes, input_ids, box_threshold: float, text_threshold: float,
+                height: int, width: int, tokenizer) -> list[dict]:
+    """One image's raw outputs → boxes, as transformers' post_process_grounded_object_detection does it.
+
+    logits (Q, T) and pred_boxes (Q, 4 as cx, cy, w, h in 0..1) of one image; input_ids (L,). A query is
+    kept when its highest token probability is > box_threshold; its label is the decoded tokens whose
+    probability is > text_threshold (not [CLS], not the last logit column). Boxes are in pixels of a
+    (height, width) image, not yet clamped; order is the queries' order.
+    """
+    import torch
+
+    probs = logits.float().sigmoid()
+    scores = probs.max(dim=-1).values
+    cx, cy, w, h = pred_boxes.float().unbind(-1)
+    corners = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+    corners = corners * torch.tensor([width, height, width, height], dtype=torch.float32, device=corners.device)
+    keep = scores > box_threshold
+    posmaps = probs[keep] > text_threshold
+    posmaps[:, 0] = False
+    posmaps[:, probs.shape[-1] - 1:] = False
+    ids = input_ids.tolist()
+    out = []
+    for score, box, posmap in zip(scores[keep].tolist(), corners[keep].tolist(), posmaps):
+        token_ids = [ids[i] for i in posmap.nonzero(as_tuple=True)[0].tolist()]
+        out.append(boxes_mod.make_box(box, score, tokenizer.decode(token_ids)))
+    return out
+
+
+def _size_for(resolution: int | None):
+    if resolution is None:
+        return None
+    r = int(resolution)
+    if r < 32:
+        raise GroundingDinoError(f"resolution {r} is too small; use 32 or more (the model's own is 800)")
+    return {"shortest_edge": r, "longest_edge": max(r, int(math.ceil(r * DEFAULT_LONGEST / DEFAULT_RESOLUTION)))}
+
+
+def encode_prompt(bundle: DinoBundle, prompt: str) -> dict:
+    caption = normalize_prompt(prompt)
+    enc = bundle.tokenizer(caption, return_tensors="pt", return_token_type_ids=True)
+    cfg = bundle.model.config
+    limit = min(int(cfg.max_text_len), int(cfg.text_config.max_position_embeddings))
+    n = int(enc["input_ids"].shape[1])
+    if n > limit:
+        raise GroundingDinoError(f"the prompt is {n} tokens long; this model reads at most {limit}; shorten it "
+                                 "(fewer or shorter phrases)")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            "token_type_ids": enc.get("token_type_ids", None)}
+
+
+def run_raw(bundle: DinoBundle, image_chw_uint8, text: dict, resolution: int | None = None):
+    """The model's raw output for one image (a uint8 (3, H, W) tensor), as the processor would feed it."""
+    import torch
+
+    model = bundle.model
+    param = next(model.parameters())
+    kwargs = {"return_tensors": "pt"}
+    size = _size_for(resolution)
+    if size is not None:
+        kwargs["size"] = size
+    px = bundle.image_processor(images=[image_chw_uint8], **kwargs)
+    inputs = {"pixel_values": px["pixel_values"].to(device=param.device, dtype=param.dtype),
+              "pixel_mask": px["pixel_mask"].to(param.device) if "pixel_mask" in px else None}
+    for k, v in text.items():
+        if v is not None:
+            inputs[k] = v.to(param.device)
+    with torch.inference_mode():
+        return model(**inputs)
+
+
+def detect(spec: ModelSpec, image, prompt: str, box_threshold: float = DEFAULT_BOX_THRESHOLD,
+           text_threshold: float = DEFAULT_TEXT_THRESHOLD, *, max_detections: int = 0, position: str = "all",
+           best_only: bool = False, resolution: int | None = None, progress=None) -> list[list[dict]]:
+    """Boxes for every image of an IMAGE batch (see the module docstring for every argument)."""
+    from . import host
+    from .imageops import check_image, to_uint8
+
+    check_thresholds(box_threshold, text_threshold)
+    boxes_mod.check_position(position)
+    if max_detections is None or int(max_detections) < 0:
+        raise GroundingDinoError(f"max_detections must be >= 0 (0 = no limit), got {max_detections}")
+    normalize_prompt(prompt)  # a bad prompt fails before the model is touched
+    image = check_image(image)
+    b, h, w = image.shape[:3]
+    import torch
+
+    results: list[list[dict]] = []
+    with get_cache().use(spec) as bundle:
+        text = encode_prompt(bundle, prompt)
+        bar = host.Progress(b, progress)
+        for i in range(b):
+            host.throw_if_cancelled()
+            chw = torch.from_numpy(to_uint8(image[i, ..., :3])).permute(2, 0, 1).contiguous()
+            out = run_raw(bundle, chw, text, resolution)
+            found = postprocess(out.logits[0], out.pred_boxes[0], text["input_ids"][0], float(box_threshold),
+                                float(text_threshold), h, w, bundle.tokenizer)
+            found = [boxes_mod.make_box(boxes_mod.clamp_box(e["box"], w, h), e["score"], e["label"])
+                     for e in found]
+            results.append(boxes_mod.select(found, position, bool(best_only), int(max_detections)))
+            bar.update(1)
+    return results
