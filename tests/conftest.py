@@ -18,6 +18,12 @@ os.environ["VISIONKIT_STANDALONE"] = "1"
 os.environ.setdefault("VISIONKIT_DEVICE", "cpu")
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
+# Tiny models run faster on one thread than on two contended ones (measured: a Grounding DINO forward
+# took 30 ms on 1 thread, 1.5 s on 2 while another process ran); VISIONKIT_TEST_THREADS overrides.
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("VISIONKIT_TEST_THREADS", "1")))
+
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
