@@ -5,6 +5,7 @@ IDs are public and stable (saved workflows refer to them): never rename one with
 from __future__ import annotations
 
 from .cache_info import VisionKitModelCacheInfo
+from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
@@ -17,6 +18,7 @@ _NODES = [
     (VisionKitSAMSegment, "SAM Segment"),
     (VisionKitGroundingDINOLoader, "Load Grounding DINO Model"),
     (VisionKitGroundingDINODetect, "Grounding DINO Detect"),
+    (VisionKitGroundedSAM, "Grounded SAM (Text to Mask)"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 
