@@ -5,6 +5,7 @@ IDs are public and stable (saved workflows refer to them): never rename one with
 from __future__ import annotations
 
 from .cache_info import VisionKitModelCacheInfo
+from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZeroShot
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
@@ -19,6 +20,9 @@ _NODES = [
     (VisionKitGroundingDINOLoader, "Load Grounding DINO Model"),
     (VisionKitGroundingDINODetect, "Grounding DINO Detect"),
     (VisionKitGroundedSAM, "Grounded SAM (Text to Mask)"),
+    (VisionKitCLIPLoader, "Load CLIP Model"),
+    (VisionKitCLIPZeroShot, "CLIP Zero-Shot Classify"),
+    (VisionKitCLIPRankImages, "CLIP Rank Images"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 
