@@ -352,9 +352,6 @@ if pytest is not None:
             pytest.fail(str(e))
         if found is None:
             pytest.skip(NOT_FOUND)
-        from . import import_pack
-
-        import_pack()  # the tiny model builders use the pack's basicsr fix
         models_dir = request.getfixturevalue("models_dir")
         server = acquire_shared(models_dir, tmp_path_factory.mktemp("comfyui_base"))
         try:
