@@ -1,8 +1,18 @@
-"""Real-ESRGAN nodes: the model loader (VisionKitUpscale joins it in the upscale issue)."""
+"""Real-ESRGAN nodes: the model loader and the tiled upscaler (the work is in models/upscale.py)."""
 from __future__ import annotations
 
 from ..models import folders
-from ..models.upscale import load_upscale_model
+from ..models.cache import ModelSpec
+from ..models.imageops import check_image
+from ..models.upscale import (
+    ALPHA_MODES,
+    DEFAULT_TILE,
+    DEFAULT_TILE_PAD,
+    MAX_TILE_BATCH,
+    MIN_TILE,
+    load_upscale_model,
+    upscale_image,
+)
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
@@ -35,3 +45,81 @@ class VisionKitUpscaleModelLoader:
         path = folders.resolve("upscale_models", model_name)
         spec, _entry = load_upscale_model(path, dtype)
         return (spec,)
+
+
+MAX_TILE = 8192
+MAX_TILE_PAD = 256
+MAX_OUTSCALE = 16.0
+
+
+class VisionKitUpscale:
+    DESCRIPTION = ("Upscales images with a Real-ESRGAN model, tile by tile so that large images fit in memory; "
+                   "the tiles are seamless (each reads tile_pad pixels of context and keeps only its own area). "
+                   "RGBA images keep their alpha, upscaled too. outscale resizes the network's result to any "
+                   "factor, like Real-ESRGAN's --outscale.")
+    CATEGORY = f"{CATEGORY}/upscale"
+    FUNCTION = "upscale"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The upscaled images (RGBA stays RGBA).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "upscale_model": ("VK_UPSCALE_MODEL", {"tooltip": "A model from 'VisionKit Load Upscale Model'."}),
+                "image": ("IMAGE", {"tooltip": "The images to upscale (a batch is upscaled image by image; an "
+                                               "alpha channel is kept)."}),
+                "outscale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_OUTSCALE, "step": 0.05,
+                                       "tooltip": "Final scale factor. 0 = the model's own (x4 for x4plus, x2 for "
+                                                  "x2plus). Any other value resizes the network's output (Lanczos) "
+                                                  "to int(size * outscale), like Real-ESRGAN's --outscale."}),
+                "tile_size": ("INT", {"default": DEFAULT_TILE, "min": 0, "max": MAX_TILE, "step": 8,
+                                      "tooltip": f"Tile size in input pixels; 0 = the whole image at once (fastest, "
+                                                 f"most memory), else at least {MIN_TILE}. Lower it if you run "
+                                                 "out of memory."}),
+                "tile_pad": ("INT", {"default": DEFAULT_TILE_PAD, "min": 0, "max": MAX_TILE_PAD, "step": 1,
+                                     "tooltip": "Overlap: pixels of context each tile reads around its own area "
+                                                "(Real-ESRGAN's tile_pad). More hides seams better and costs time; "
+                                                f"the default {DEFAULT_TILE_PAD} is seamless."}),
+            },
+            "optional": {
+                "alpha_upscale": (list(ALPHA_MODES), {"default": "network",
+                                                      "tooltip": "How an RGBA image's alpha is upscaled: through "
+                                                                 "the network (as Real-ESRGAN does by default, "
+                                                                 "costs a second pass), or resized bicubic / "
+                                                                 "bilinear (fast)."}),
+                "tile_batch": ("INT", {"default": 0, "min": 0, "max": MAX_TILE_BATCH,
+                                       "tooltip": "Tiles per network call; 0 = automatic (1 on CPU, what fits in "
+                                                  "free memory on CUDA). All tiles have one size, so they batch."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, outscale=None, tile_size=None, tile_pad=None, alpha_upscale=None, tile_batch=None):
+        # Listing an input here makes ComfyUI skip its own min/max/list checks for it: all are done here.
+        if outscale is not None and not (outscale == 0 or 0 < outscale <= MAX_OUTSCALE):
+            return f"outscale {outscale} must be 0 (the model's own scale) or between 0 and {MAX_OUTSCALE:g}"
+        if tile_size is not None and not (tile_size == 0 or MIN_TILE <= tile_size <= MAX_TILE):
+            return (f"tile_size {tile_size} must be 0 (whole image) or between {MIN_TILE} and {MAX_TILE}; "
+                    f"smaller tiles are slow and gain nothing")
+        if tile_pad is not None and not 0 <= tile_pad <= MAX_TILE_PAD:
+            return f"tile_pad {tile_pad} must be between 0 and {MAX_TILE_PAD}"
+        if alpha_upscale is not None and alpha_upscale not in ALPHA_MODES:
+            return f"alpha_upscale {alpha_upscale!r} must be one of {', '.join(ALPHA_MODES)}"
+        if tile_batch is not None and not 0 <= tile_batch <= MAX_TILE_BATCH:
+            return f"tile_batch {tile_batch} must be between 0 (automatic) and {MAX_TILE_BATCH}"
+        return True
+
+    def upscale(self, upscale_model, image, outscale=0.0, tile_size=DEFAULT_TILE, tile_pad=DEFAULT_TILE_PAD,
+                alpha_upscale="network", tile_batch=0):
+        if not isinstance(upscale_model, ModelSpec) or upscale_model.kind != "upscale":
+            raise ValueError(f"upscale_model is a {type(upscale_model).__name__}, not a Real-ESRGAN model; connect "
+                             "the output of 'VisionKit Load Upscale Model (Real-ESRGAN)'")
+        msg = self.VALIDATE_INPUTS(outscale, tile_size, tile_pad, alpha_upscale, tile_batch)
+        if msg is not True:
+            raise ValueError(msg)
+        image = check_image(image)
+        out = upscale_image(upscale_model, image, outscale=outscale or None, tile=tile_size, tile_pad=tile_pad,
+                            tile_batch=tile_batch, alpha_mode=alpha_upscale)
+        return (out,)
