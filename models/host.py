@@ -57,9 +57,11 @@ def register_comfy_folders(folders) -> None:
     for f in folders:
         default = os.path.join(fp.models_dir, f.folder)
         if f.key in fp.folder_names_and_paths:
-            paths = fp.folder_names_and_paths[f.key][0]
+            paths, exts = fp.folder_names_and_paths[f.key]
             if default not in paths:
                 paths.append(default)
+            if isinstance(exts, set) and not exts:  # created by an extra_model_paths.yaml: no filter yet
+                exts.update(f.extensions)
         else:
             fp.add_model_folder_path(f.key, default)
             exts = fp.folder_names_and_paths[f.key][1]

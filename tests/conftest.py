@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from vk_testing import netguard  # noqa: E402
+from vk_testing.comfy_server import comfy  # noqa: E402,F401  (the one real-ComfyUI server, shared by T2 tests)
 
 # Before anything else: tests run offline, and the pack runs standalone (not inside a ComfyUI).
 netguard.install()

@@ -123,7 +123,8 @@ def test_registration_with_comfy_folder_paths_adds_and_never_replaces(pack, monk
     fp.models_dir = str(tmp_path / "models")
     user_sams = str(tmp_path / "my_sams")
     fp.folder_names_and_paths = {"upscale_models": ([str(tmp_path / "models" / "upscale_models")], {".pth"}),
-                                 "sams": ([user_sams], {".pth"})}
+                                 "sams": ([user_sams], {".pth"}),
+                                 "ipadapter": ([str(tmp_path / "yaml_ipadapter")], set())}  # from a yaml
 
     def add_model_folder_path(name, path, is_default=False):
         if name in fp.folder_names_and_paths:
@@ -143,5 +144,6 @@ def test_registration_with_comfy_folder_paths_adds_and_never_replaces(pack, monk
     assert fp.folder_names_and_paths["grounding-dino"][0] == [os.path.join(fp.models_dir, "grounding-dino")]
     assert ".safetensors" in fp.folder_names_and_paths["grounding-dino"][1]
     assert folders.folder_paths_for("sams")[0] == user_sams
+    assert fp.folder_names_and_paths["ipadapter"][1] == set(folders.FOLDERS["ipadapter"].extensions)
     host.register_comfy_folders(folders.FOLDERS.values())  # idempotent
     assert len(fp.folder_names_and_paths["sams"][0]) == 2
