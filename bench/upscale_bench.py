@@ -12,7 +12,11 @@ cache, RealESRGANer from model_path). Printed:
   (the kernel's high-water mark is reset just before the run), at 1x and 4x area (goal: growth 4x/1x
   <= 1.3); for the pack also without its output buffer (what the tiling itself costs);
 - strip: tiny weights, an 8192x64 vs a 1024x64 strip: the pack's working memory beyond its output buffer
-  must not grow with the image (goal <= 1.0x, up to measuring noise).
+  must not grow with the image (goal <= 1.0x, up to measuring noise of a few hundred KB);
+- the pixels each side runs through the network: the pack cuts an axis into the fewest equal windows,
+  Real-ESRGAN into a fixed grid whose last tile is small, so at some sizes the pack simply reads less.
+
+The machine may be shared: times are the best of interleaved runs, and still move by a few percent.
 
 GPU numbers only from a machine that has one (--device cuda: fp16 both sides, torch's peak allocated).
 """
@@ -212,6 +216,21 @@ def measure_time(impls: dict, image, repeats: int) -> dict:
     return best
 
 
+def network_pixels(h: int, w: int, tile: int, pad: int) -> tuple[int, int]:
+    """Input pixels each side runs through the network for one image (x4: no pad to a multiple)."""
+    import_pack()
+    from visionkit_pack.models.upscale import plan_axis
+
+    def ours(n):
+        p = plan_axis(n, tile, pad)
+        return p.count * p.window
+
+    def ref(n):  # RealESRGANer.tile_process: tiles on a fixed grid, the last one smaller, pads clipped
+        return sum(min(o + tile + pad, n) - max(o - pad, 0) for o in range(0, n, tile))
+
+    return ours(h) * ours(w), ref(h) * ref(w)
+
+
 def mb(n: float) -> str:
     return f"{n / 2**20:8.1f} MB"
 
@@ -238,7 +257,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    base_hw = (32, 48) if args.quick else (64, 96)
+    base_hw = (32, 48) if args.quick else (80, 112)
     sizes = {"1x": base_hw, "4x": (base_hw[0] * 2, base_hw[1] * 2)}
     strip_sizes = {"1024x64": (64, 1024), "8192x64": (64, 8192)}
     tile, pad = args.tile, args.pad
@@ -267,23 +286,31 @@ def main() -> None:
         strip = {(k, label): measure_memory(k, tiny, h, w, 64, pad, args.device, args.threads)
                  for label, (h, w) in strip_sizes.items() for k in IMPLS}
 
+    def row(what, ours, ref, goal):
+        ref_s = f"{ref:12.2f}" if ref is not None else " " * 12
+        print(f"| {what:<52} | {ours:9.2f} | {ref_s} | {goal:<6} |")
+
     print()
-    print("| measure (x4plus dims, CPU)                      | VisionKit | RealESRGANer | goal |")
-    print("|-------------------------------------------------|-----------|--------------|------|")
+    print(f"| {'measure (' + args.device + ')':<52} | VisionKit | RealESRGANer | goal   |")
+    print(f"|{'-' * 54}|-----------|--------------|--------|")
     for label in sizes:
-        r = times[label]["pack"] / times[label]["ref"]
-        print(f"| time ratio VisionKit / RealESRGANer, {label} area      | {r:9.2f} |              | <= 1.0 |")
+        row(f"time ratio VisionKit / RealESRGANer, {label} area", times[label]["pack"] / times[label]["ref"],
+            None, "<= 1.0")
     g_pack = mem[("pack", "4x")]["growth"] / mem[("pack", "1x")]["growth"]
     g_ref = mem[("ref", "4x")]["growth"] / mem[("ref", "1x")]["growth"]
-    print(f"| peak memory growth 4x / 1x area                 | {g_pack:9.2f} | {g_ref:12.2f} | <= 1.3 |")
+    row("peak memory growth, 4x / 1x area", g_pack, g_ref, "<= 1.3")
     w1 = mem[("pack", "1x")]["growth"] - mem[("pack", "1x")]["out_bytes"]
     w4 = mem[("pack", "4x")]["growth"] - mem[("pack", "4x")]["out_bytes"]
-    print(f"|   same, beyond the output buffer              | {w4 / w1:9.2f} |              |      |")
-    s1 = strip[("pack", "1024x64")]
-    s8 = strip[("pack", "8192x64")]
+    row("  the same beyond the output buffer", w4 / w1, None, "")
+    s1, s8 = strip[("pack", "1024x64")], strip[("pack", "8192x64")]
     ws1, ws8 = s1["growth"] - s1["out_bytes"], s8["growth"] - s8["out_bytes"]
     r1, r8 = strip[("ref", "1024x64")]["growth"], strip[("ref", "8192x64")]["growth"]
-    print(f"| tiny weights, working memory 8192x64 / 1024x64  | {ws8 / ws1:9.2f} | {r8 / r1:12.2f} | <= 1.0 |")
+    row("tiny weights: working memory, 8192x64 / 1024x64 strip", ws8 / ws1, r8 / r1, "<= 1.0")
+    print()
+    print("pixels the network reads (tile plan): VisionKit's equal windows vs Real-ESRGAN's grid")
+    for label, (h, w) in sizes.items():
+        ours, ref = network_pixels(h, w, tile, pad)
+        print(f"  {label} ({w}x{h}): VisionKit {ours} px, RealESRGANer {ref} px ({ours / ref:.2f}x)")
     print()
     print("peak memory growth during one run (fresh process each):")
     for (k, label), m in list(mem.items()) + list(strip.items()):

@@ -225,12 +225,12 @@ def _mirror(idx, size: int):
     return torch.where(idx >= size, period - idx, idx)
 
 
-def _padded_index(length: int, size: int, pre_pad: int, device=None):
-    """Source pixel of each of `length` padded positions: Real-ESRGAN's reflect pre-pad of the image,
-    then its reflect pad (of the pre-padded image) to the network's multiple."""
+def _padded_index(start: int, length: int, size: int, pre_pad: int, device=None):
+    """Source pixels of padded positions start..start+length-1: Real-ESRGAN's reflect pre-pad of the
+    image, then its reflect pad (of the pre-padded image) to the network's multiple."""
     import torch
 
-    idx = torch.arange(length, device=device)
+    idx = torch.arange(start, start + length, device=device)
     if pre_pad:
         idx = _mirror(idx, size + pre_pad)
     return _mirror(idx, size)
@@ -334,11 +334,6 @@ def upscale_tensor(net, image, *, scale: int | None = None, outscale: float | No
     ph, pw = h + pre_pad, w + pre_pad
     ph, pw = ph + (-ph) % mult, pw + (-pw) % mult
     plan_y, plan_x = plan_axis(ph, tile, tile_pad, mult), plan_axis(pw, tile, tile_pad, mult)
-    # padded position -> source pixel: Real-ESRGAN's reflect pre-pad, then its reflect pad to `mult`
-    rows, cols = _padded_index(ph, h, pre_pad, image.device), _padded_index(pw, w, pre_pad, image.device)
-    # a resized alpha sees the border pixels repeated, as interpolating the whole alpha at once does
-    rows_rep = torch.arange(ph, device=image.device).clamp_(max=h - 1)
-    cols_rep = torch.arange(pw, device=image.device).clamp_(max=w - 1)
 
     device, dtype = _net_device_dtype(net)
     wh, ww = plan_y.window, plan_x.window
@@ -358,15 +353,22 @@ def upscale_tensor(net, image, *, scale: int | None = None, outscale: float | No
         raise UpscaleInputError(f"the upscaled image ({b}x{w * scale}x{h * scale}x{c}) needs {nbytes / 2**30:.1f} "
                                 "GiB of memory, more than is free; upscale fewer or smaller images") from None
 
-    def take(x, axis, start, length, index):
-        if start + length <= x.shape[axis]:
+    def take(x, axis, start, length, repeat_edge=False):
+        """Pixels start..start+length-1 of an axis of the padded image: a view inside the image, else
+        gathered through the padding's index map (only windows that reach into the padding need it)."""
+        size = x.shape[axis]
+        if start + length <= size:
             return x.narrow(axis, start, length)
-        return x.index_select(axis, index[start:start + length])
+        if repeat_edge:  # a resized alpha sees its border repeated, as resizing the whole alpha does
+            index = torch.arange(start, start + length, device=x.device).clamp_(max=size - 1)
+        else:
+            index = _padded_index(start, length, size, pre_pad, x.device)
+        return x.index_select(axis, index)
 
     def window(job):
         bi, is_alpha, iy, ix = job
         ys, xs = plan_y.starts[iy], plan_x.starts[ix]
-        win = take(take(image[bi], 0, ys, wh, rows), 1, xs, ww, cols)
+        win = take(take(image[bi], 0, ys, wh), 1, xs, ww)
         if is_alpha:
             return win[..., 3].unsqueeze(0).expand(3, wh, ww)
         return win[..., :3].permute(2, 0, 1)
@@ -393,7 +395,7 @@ def upscale_tensor(net, image, *, scale: int | None = None, outscale: float | No
         """Bicubic / bilinear alpha of one tile: the window's alpha resized, its core kept (with >= 2 px of
         context that equals resizing the whole alpha at once)."""
         ys, xs = plan_y.starts[iy], plan_x.starts[ix]
-        a = take(take(image[bi, ..., 3], 0, ys, wh, rows_rep), 1, xs, ww, cols_rep)
+        a = take(take(image[bi, ..., 3], 0, ys, wh, True), 1, xs, ww, True)
         a = torch.nn.functional.interpolate(a[None, None], scale_factor=scale, mode=alpha_mode,
                                             align_corners=False)[0, 0].clamp_(0, 1)
         return a[(cy0 - ys) * scale:(cy1 - ys) * scale, (cx0 - xs) * scale:(cx1 - xs) * scale]
@@ -405,6 +407,8 @@ def upscale_tensor(net, image, *, scale: int | None = None, outscale: float | No
             host.throw_if_cancelled()
             chunk = jobs[i:i + batch_n]
             x = torch.stack([window(j) for j in chunk]).to(device=device, dtype=dtype)
+            if device.type == "cpu":  # oneDNN's convolutions are faster on NHWC (~5-10% here)
+                x = x.contiguous(memory_format=torch.channels_last)
             try:
                 y = net(x)
             except torch.cuda.OutOfMemoryError:
