@@ -288,11 +288,11 @@ def main() -> None:
 
     def row(what, ours, ref, goal):
         ref_s = f"{ref:12.2f}" if ref is not None else " " * 12
-        print(f"| {what:<52} | {ours:9.2f} | {ref_s} | {goal:<6} |")
+        print(f"| {what:<54} | {ours:9.2f} | {ref_s} | {goal:<6} |")
 
     print()
-    print(f"| {'measure (' + args.device + ')':<52} | VisionKit | RealESRGANer | goal   |")
-    print(f"|{'-' * 54}|-----------|--------------|--------|")
+    print(f"| {'measure (' + args.device + ')':<54} | VisionKit | RealESRGANer | goal   |")
+    print(f"|{'-' * 56}|-----------|--------------|--------|")
     for label in sizes:
         row(f"time ratio VisionKit / RealESRGANer, {label} area", times[label]["pack"] / times[label]["ref"],
             None, "<= 1.0")
