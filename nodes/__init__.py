@@ -9,6 +9,7 @@ from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZer
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
+from .sd_prompt import VisionKitPromptEncode
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
 _NODES = [
@@ -23,6 +24,7 @@ _NODES = [
     (VisionKitCLIPLoader, "Load CLIP Model"),
     (VisionKitCLIPZeroShot, "CLIP Zero-Shot Classify"),
     (VisionKitCLIPRankImages, "CLIP Rank Images"),
+    (VisionKitPromptEncode, "Prompt Encode (CLIP)"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 
