@@ -6,7 +6,6 @@ with the same text encoder.
 """
 from __future__ import annotations
 
-import ast
 import functools
 import logging
 import os
@@ -80,29 +79,50 @@ def words(n: int, word: str = "cat") -> str:
 
 
 # ================================================================ ComfyUI's reference code (read, not copied)
+def _random_paren_prompts():
+    import random
+
+    rng = random.Random(0)
+    alphabet = ["a", "b", " ", "(", ")", ":", "1.2", "0.5", "\\(", "\\)", ",", "x"]
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 18))) for _ in range(400)]
+
+
 @functools.lru_cache(maxsize=1)
-def comfy_ref():
-    """ComfyUI's parser and SDTokenizer, compiled from the snapshot's source into a private namespace."""
-    src_path = COMFY / "comfy" / "sd1_clip.py"
-    if not src_path.is_file():
+def comfy_reference():
+    """ComfyUI's own parser and SDTokenizer (the snapshot's comfy/sd1_clip.py, imported for real in a
+    subprocess so nothing of ComfyUI enters this process): their answers for every prompt the tests use."""
+    import json
+    import subprocess
+    import sys
+
+    if not (COMFY / "comfy" / "sd1_clip.py").is_file():
         pytest.skip(f"no ComfyUI snapshot at {COMFY}")
-    tree = ast.parse(src_path.read_text())
-    keep = {"parse_parentheses", "token_weights", "escape_important", "unescape_important", "SDTokenizer"}
-    body = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in keep]
-    import logging as _logging
-    import re as _re
-
-    from transformers import CLIPTokenizer
-
-    ns = {"re": _re, "logging": _logging, "os": os, "CLIPTokenizer": CLIPTokenizer, "__name__": "comfy_ref"}
-    exec(compile(ast.Module(body=body, type_ignores=[]), str(src_path), "exec"), ns)  # noqa: S102 (the reference)
-    return types.SimpleNamespace(**{k: ns[k] for k in keep})
+    paren = PAREN_PROMPTS + _random_paren_prompts()
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(COMFY)!r})\n"
+        "sys.argv = ['main.py', '--cpu']\n"
+        "import comfy.options\n"
+        "comfy.options.enable_args_parsing()\n"
+        "import comfy.sd1_clip as c\n"
+        "data = json.loads(sys.stdin.read())\n"
+        "w = [[[c.unescape_important(t), x] for t, x in c.token_weights(c.escape_important(s), 1.0)] for s in data['paren']]\n"
+        f"tok = c.SDTokenizer(tokenizer_path={str(COMFY / 'comfy' / 'sd1_tokenizer')!r})\n"
+        "k = [[[[t, x] for t, x in chunk] for chunk in tok.tokenize_with_weights(s)] for s in data['chunks']]\n"
+        "print('REF' + json.dumps({'weights': w, 'chunks': k}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps({"paren": paren, "chunks": CHUNK_PROMPTS}),
+                         capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("REF")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    ref = json.loads(lines[-1][3:])
+    weights = {text: [(t, x) for t, x in r if t != ""] for text, r in zip(paren, ref["weights"])}
+    chunks = {text: [[(t, x) for t, x in chunk] for chunk in r] for text, r in zip(CHUNK_PROMPTS, ref["chunks"])}
+    return weights, chunks
 
 
 def comfy_weights(text: str):
-    ref = comfy_ref()
-    out = [(ref.unescape_important(t), w) for t, w in ref.token_weights(ref.escape_important(text), 1.0)]
-    return [(t, w) for t, w in out if t != ""]
+    return comfy_reference()[0][text]
 
 
 # ================================================================ grammar
@@ -156,23 +176,12 @@ def test_parser_equals_comfyui_on_parentheses(text):
 
 
 def test_parser_equals_comfyui_on_random_parentheses():
-    import random
-
-    rng = random.Random(0)
-    alphabet = ["a", "b", " ", "(", ")", ":", "1.2", "0.5", "\\(", "\\)", ",", "x"]
-    for _ in range(400):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 18)))
+    for text in _random_paren_prompts():
         got, ref = sp.parse_weights(text), comfy_weights(text)
         assert got == ref, text
 
 
 # ================================================================ chunks
-@functools.lru_cache(maxsize=1)
-def comfy_tokenizer():
-    ref = comfy_ref()
-    return ref.SDTokenizer(tokenizer_path=str(COMFY / "comfy" / "sd1_tokenizer"))
-
-
 CHUNK_PROMPTS = [
     "a photo of a (cat:1.3)",
     words(150),
@@ -187,7 +196,7 @@ CHUNK_PROMPTS = [
 
 @pytest.mark.parametrize("text", CHUNK_PROMPTS)
 def test_chunks_equal_comfyui_tokenizer(text):
-    ref = comfy_tokenizer().tokenize_with_weights(text)
+    ref = comfy_reference()[1][text]
     got = sp.tokenize_chunks(_tokenizer(), text)
     assert [[t for t, _ in c] for c in got] == [[t for t, _ in c] for c in ref]
     assert [[w for _, w in c] for c in got] == [[w for _, w in c] for c in ref]
