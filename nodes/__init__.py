@@ -9,11 +9,13 @@ from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZer
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
+from .sd_loaders import VisionKitPipelineLoader
 from .sd_prompt import VisionKitPromptEncode
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
 _NODES = [
     # (class, display name)
+    (VisionKitPipelineLoader, "Load Pipeline (SD1.5 / SDXL)"),
     (VisionKitUpscaleModelLoader, "Load Upscale Model (Real-ESRGAN)"),
     (VisionKitUpscale, "Upscale Image (Real-ESRGAN)"),
     (VisionKitSAMLoader, "Load SAM Model"),
