@@ -9,7 +9,9 @@ from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZer
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
+from .sd_controlnet import VisionKitCannyEdges, VisionKitControlNetApply, VisionKitControlNetLoader
 from .sd_loaders import VisionKitPipelineLoader
+from .sd_lora import VisionKitLoraLoader
 from .sd_prompt import VisionKitPromptEncode
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
@@ -27,6 +29,10 @@ _NODES = [
     (VisionKitCLIPZeroShot, "CLIP Zero-Shot Classify"),
     (VisionKitCLIPRankImages, "CLIP Rank Images"),
     (VisionKitPromptEncode, "Prompt Encode (CLIP)"),
+    (VisionKitLoraLoader, "Load LoRA"),
+    (VisionKitControlNetLoader, "Load ControlNet"),
+    (VisionKitControlNetApply, "Apply ControlNet"),
+    (VisionKitCannyEdges, "Canny Edges"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 

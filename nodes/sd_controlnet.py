@@ -1,0 +1,120 @@
+"""ControlNet nodes: Load ControlNet, Apply ControlNet (a VK_CONTROL chain entry) and Canny Edges."""
+from __future__ import annotations
+
+from ..models import folders
+from ..models.canny import canny_edges
+from ..models.imageops import check_image
+from ..models.sd_controlnet import HANDLE_TYPE, load_controlnet
+from ..models.sd_types import ARCH_NAMES, ControlEntry, GenerationError, append_control
+from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+
+
+class VisionKitControlNetLoader:
+    DESCRIPTION = ("Loads an SD1.5 or SDXL ControlNet: original .safetensors/.pth files (control_model.*), diffusers "
+                   "single files, or diffusers folders. The layout and SD1.5/SDXL are read from the weights; nothing "
+                   "is downloaded.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (HANDLE_TYPE,)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The ControlNet, for Apply ControlNet.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "controlnet_name": model_combo("controlnet", "The ControlNet file or diffusers folder (SD1.5 or SDXL)."),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, controlnet_name):
+        return validate_model("controlnet", controlnet_name)
+
+    @classmethod
+    def IS_CHANGED(cls, controlnet_name):
+        return file_fingerprint("controlnet", controlnet_name)
+
+    def load(self, controlnet_name: str):
+        return (load_controlnet(folders.resolve("controlnet", controlnet_name)),)
+
+
+class VisionKitControlNetApply:
+    DESCRIPTION = ("Adds a ControlNet with its hint image (e.g. Canny edges) to a VK_CONTROL chain for the sampler. "
+                   "Chain several for multi-ControlNet: their effects add up. Takes no conditioning: the sampler "
+                   "applies the chain to both prompts.")
+    CATEGORY = f"{CATEGORY}/generation"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("VK_CONTROL",)
+    RETURN_NAMES = ("control",)
+    OUTPUT_TOOLTIPS = ("The chain with this ControlNet appended; connect it to the sampler or another Apply node.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "controlnet": (HANDLE_TYPE, {"tooltip": "From VisionKit Load ControlNet."}),
+                "image": ("IMAGE", {"tooltip": "The hint image (edges, depth, pose ...), resized to the output size. "
+                                               "One image for the whole batch, or one per generated image."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                             "How strongly the ControlNet steers the image (0 = off)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                  "The fraction of the steps at which the ControlNet starts acting."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                "The fraction of the steps at which it stops (a step i of n acts when "
+                                "start <= i/n < end)."}),
+            },
+            "optional": {
+                "control": ("VK_CONTROL", {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
+                                                      "append to."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, strength=1.0):
+        if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+            return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                    "otherwise the ControlNet never acts")
+        if not 0.0 <= float(strength) <= 10.0:
+            return f"strength must be between 0 and 10, not {strength}"
+        return True
+
+    def apply(self, controlnet, image, strength=1.0, start_percent=0.0, end_percent=1.0, control=None):
+        msg = self.VALIDATE_INPUTS(start_percent, end_percent, strength)
+        if msg is not True:
+            raise ValueError(msg)
+        if control and control[0].arch != controlnet.arch:
+            raise GenerationError(
+                f"this ControlNet is {ARCH_NAMES.get(controlnet.arch)} but the control chain it is added to is for "
+                f"{ARCH_NAMES.get(control[0].arch)}: every entry of a chain must match the pipeline's architecture")
+        image = check_image(image, "image")[..., :3].detach().cpu()
+        entry = ControlEntry(kind="controlnet", model=controlnet, arch=controlnet.arch, image=image,
+                             strength=float(strength), start=float(start_percent), end=float(end_percent))
+        return (append_control(control, entry),)
+
+
+class VisionKitCannyEdges:
+    DESCRIPTION = ("Canny edge map of each image (OpenCV), white edges on black: the hint for a Canny ControlNet. "
+                   "Lower thresholds find more edges.")
+    CATEGORY = f"{CATEGORY}/preprocessors"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("edges",)
+    OUTPUT_TOOLTIPS = ("The edge maps, same size and batch as the input.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The image(s) to trace."}),
+            "low_threshold": ("INT", {"default": 100, "min": 0, "max": 255, "step": 1, "tooltip":
+                              "Edges weaker than this (0-255 gradient scale) are dropped."}),
+            "high_threshold": ("INT", {"default": 200, "min": 0, "max": 255, "step": 1, "tooltip":
+                               "Edges stronger than this always count; weaker ones only when connected to them."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, low_threshold=100, high_threshold=200):
+        if float(low_threshold) > float(high_threshold):
+            return f"low_threshold ({low_threshold}) is above high_threshold ({high_threshold}); swap them"
+        return True
+
+    def run(self, image, low_threshold=100, high_threshold=200):
+        return (canny_edges(image, low_threshold, high_threshold),)

@@ -1,0 +1,60 @@
+"""Load LoRA: adds a LoRA to a VK_PIPELINE (chainable); applied per run by the prompt encoder and sampler."""
+from __future__ import annotations
+
+import logging
+import math
+
+from ..models import folders
+from ..models.cache import get_cache
+from ..models.sd_lora import check_fits, load_lora
+from ..models.sd_types import LoraRef, arch_mismatch
+from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+
+log = logging.getLogger("visionkit")
+
+
+class VisionKitLoraLoader:
+    DESCRIPTION = ("Adds a LoRA (kohya, diffusers/PEFT, LCM-LoRA; SD1.5 or SDXL) to the pipeline. Chain several "
+                   "loaders for several LoRAs. The LoRA is applied for each run only: the cached model stays "
+                   "unchanged, and other workflows using the same pipeline do not see it.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("VK_PIPELINE",)
+    RETURN_NAMES = ("pipeline",)
+    OUTPUT_TOOLTIPS = ("The pipeline with this LoRA added after any LoRAs it already had.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        strength = {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}
+        return {"required": {
+            "pipeline": ("VK_PIPELINE", {"tooltip": "From VisionKit Load Pipeline (or another Load LoRA)."}),
+            "lora_name": model_combo("loras", "The LoRA file; SD1.5 or SDXL, matching the pipeline."),
+            "strength_model": ("FLOAT", {**strength, "tooltip": "How strongly the LoRA changes the UNet (0 = not at "
+                                         "all, 1 = as trained, negative inverts it)."}),
+            "strength_clip": ("FLOAT", {**strength, "tooltip": "How strongly the LoRA changes the text encoder(s); "
+                                        "LoRAs without text-encoder weights (e.g. LCM-LoRA) ignore it."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_name, strength_model=1.0, strength_clip=1.0):
+        for n, v in (("strength_model", strength_model), ("strength_clip", strength_clip)):
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                return f"{n} must be a finite number, not {v!r}"
+        return validate_model("loras", lora_name)
+
+    @classmethod
+    def IS_CHANGED(cls, lora_name, **_):
+        return file_fingerprint("loras", lora_name)
+
+    def load(self, pipeline, lora_name: str, strength_model: float = 1.0, strength_clip: float = 1.0):
+        spec, lf = load_lora(folders.resolve("loras", lora_name))
+        log.info("VisionKit: LoRA %s: %s", lora_name, lf.describe())
+        arch = lf.arch
+        if arch is not None and arch != pipeline.arch:
+            raise arch_mismatch("LoRA", arch, pipeline.arch)
+        comps = get_cache().load(pipeline.spec).value  # shapes only: the cached pipeline, not moved to the GPU
+        for note in check_fits(lf, comps):  # a LoRA for another model fails here, not in the sampler
+            log.warning("VisionKit: LoRA %s: %s", lora_name, note)
+        ref = LoraRef(spec=spec, arch=pipeline.arch, strength_unet=float(strength_model),
+                      strength_text=float(strength_clip), name=lora_name)
+        return (pipeline.with_lora(ref),)
