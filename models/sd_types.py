@@ -122,17 +122,17 @@ class ControlEntry:
 
 
 ControlChain = tuple  # of ControlEntry
+KIND_NAMES = {"controlnet": "ControlNet", "ipadapter": "IP-Adapter", "instantid": "InstantID"}
 
 
 def append_control(chain, entry: ControlEntry) -> tuple:
     chain = tuple(chain or ())
     if chain and chain[0].arch != entry.arch:
-        raise arch_mismatch(entry.kind, entry.arch, chain[0].arch)
+        raise arch_mismatch(KIND_NAMES.get(entry.kind, entry.kind), entry.arch, chain[0].arch)
     return chain + (entry,)
 
 
 def check_chain_arch(chain, pipeline_arch: str) -> None:
     for e in chain or ():
         if e.arch != pipeline_arch:
-            raise arch_mismatch({"controlnet": "ControlNet", "ipadapter": "IP-Adapter",
-                                 "instantid": "InstantID"}.get(e.kind, e.kind), e.arch, pipeline_arch)
+            raise arch_mismatch(KIND_NAMES.get(e.kind, e.kind), e.arch, pipeline_arch)
