@@ -232,6 +232,7 @@ def _load_original(path: str, sd: dict):
         raise GroundingDinoError(f"{name}: {len(missing)} weight(s) of the detected {arch.describe()} are not in "
                                  f"the file (e.g. {', '.join(missing[:4])}); it is incomplete or another variant")
     model.load_state_dict(mapped, strict=False)
+    _fill_unloaded(model, set(mapped))
     try:
         tok = BertTokenizer.from_pretrained(tok_dir, local_files_only=True)
     except Exception as ex:
@@ -240,6 +241,27 @@ def _load_original(path: str, sd: dict):
     _check_tokenizer(tok, tok_dir, arch.text_vocab)
     info = {"format": "original checkpoint (converted)", "variant": arch.variant, "tokenizer": tok_dir}
     return model, tok, _image_processor(None), info
+
+
+def _fill_unloaded(model, loaded: set) -> None:
+    """Give the parameters the file does not have (e.g. Swin's unused final layer norm) defined values.
+
+    The model is built without initialisation (fast), so they would otherwise hold whatever memory was
+    there: a state-dict with garbage or NaN, different on every load.
+    """
+    import torch
+
+    with torch.no_grad():
+        for mod_name, module in model.named_modules():
+            own = [(n, p) for n, p in module.named_parameters(recurse=False)
+                   if f"{mod_name}.{n}".lstrip(".") not in loaded]
+            if not own:
+                continue
+            if isinstance(module, torch.nn.LayerNorm):
+                module.reset_parameters()  # ones and zeros: the identity
+            else:
+                for _, p in own:
+                    p.zero_()
 
 
 def _may_be_missing(key: str, model) -> bool:

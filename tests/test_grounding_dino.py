@@ -372,3 +372,17 @@ def test_api_workflow_runs(pack, nodes, tmp_path):
     bad["3"]["inputs"]["prompt"] = " . "
     with pytest.raises(Exception, match="names nothing to find"):
         WorkflowRunner(nodes, tmp_path).run(bad)
+
+
+def test_original_checkpoint_loads_to_defined_values_every_time(pack, nodes):
+    """Weights the original file lacks (Swin's unused final norm) must not hold uninitialised memory."""
+    cache = pack.models.cache.get_cache()
+    states = []
+    for _ in range(3):
+        spec = load(nodes, ORIGINAL)
+        with cache.use(spec) as bundle:
+            sd = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+        states.append(sd)
+        cache.purge()
+    assert all(torch.equal(states[0][k], s[k]) for s in states[1:] for k in states[0])
