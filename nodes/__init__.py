@@ -13,6 +13,7 @@ from .sd_controlnet import VisionKitCannyEdges, VisionKitControlNetApply, Vision
 from .sd_loaders import VisionKitPipelineLoader
 from .sd_lora import VisionKitLoraLoader
 from .sd_prompt import VisionKitPromptEncode
+from .sd_sampler import VisionKitLCMSampler
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
 _NODES = [
@@ -33,6 +34,7 @@ _NODES = [
     (VisionKitControlNetLoader, "Load ControlNet"),
     (VisionKitControlNetApply, "Apply ControlNet"),
     (VisionKitCannyEdges, "Canny Edges"),
+    (VisionKitLCMSampler, "LCM Sampler"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 
