@@ -54,8 +54,18 @@ def test_every_node_is_well_formed():
 def test_design_ids_that_exist_keep_their_meaning():
     """IDs are public: the ones implemented so far must be present under these exact names."""
     pack = import_pack()
-    for node_id in ("VisionKitModelCacheInfo", "VisionKitUpscaleModelLoader"):
-        assert node_id in pack.NODE_CLASS_MAPPINGS
+    implemented = (
+        "VisionKitPipelineLoader", "VisionKitLoraLoader", "VisionKitControlNetLoader", "VisionKitCLIPLoader",
+        "VisionKitGroundingDINOLoader", "VisionKitSAMLoader", "VisionKitUpscaleModelLoader",
+        "VisionKitPromptEncode", "VisionKitCLIPZeroShot", "VisionKitGroundingDINODetect", "VisionKitSAMSegment",
+        "VisionKitGroundedSAM", "VisionKitControlNetApply", "VisionKitCannyEdges", "VisionKitLCMSampler",
+        "VisionKitUpscale", "VisionKitModelCacheInfo",
+    )
+    for node_id in implemented:
+        assert node_id in pack.NODE_CLASS_MAPPINGS, node_id
+    loaders = [k for k in implemented if k.endswith("Loader")]
+    for node_id in loaders:  # loaders re-run when their file changes (DESIGN.md)
+        assert hasattr(pack.NODE_CLASS_MAPPINGS[node_id], "IS_CHANGED"), node_id
 
 
 def test_web_directory_exists():
