@@ -90,14 +90,9 @@ def describe_foreign(sd: dict, name: str) -> str:
         guess = ("the weights of a transformers-format Grounding DINO folder: keep the file inside its folder "
                  "with config.json and the tokenizer files, and choose the folder")
     else:
-        try:
-            from .upscale import detect_arch
+        from .upscale import upscaler_guess
 
-            arch = detect_arch(sd, name)
-            guess = (f"a Real-ESRGAN upscaler ({arch.describe()}): put it in models/upscale_models and load it "
-                     "with 'VisionKit Load Upscale Model (Real-ESRGAN)'")
-        except Exception:
-            pass
+        guess = upscaler_guess(sd, name)
     if guess is None:
         if any(k.startswith(("text_model.", "vision_model.", "visual.", "transformer.resblocks.")) for k in keys):
             guess = "a CLIP model: load it with 'VisionKit CLIP Loader'"

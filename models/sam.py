@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cache import Loaded, ModelSpec
-from .weights import WeightsError, load_state_dict
+from .weights import WeightsError, load_state_dict, load_strict
 
 KNOWN = {  # embed dim → name, as segment-anything's registry calls them
     768: "vit_b", 1024: "vit_l", 1280: "vit_h",
@@ -105,11 +105,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
         raise SamModelError(str(ex)) from None
     arch = detect_arch(sd, name)
     sam = build_sam(arch)
-    try:
-        sam.load_state_dict(sd, strict=True)
-    except RuntimeError as ex:
-        raise SamModelError(f"{name}: weights do not fit the detected SAM {arch.name} "
-                            f"({str(ex).splitlines()[0][:200]})") from None
+    load_strict(sam, sd, name, f"SAM {arch.name}", SamModelError)
     dtype = torch.float16 if spec.dtype == "fp16" else torch.float32  # SAM's decoder is fp32-sensitive
     sam.eval().requires_grad_(False).to(device=device, dtype=dtype)
     return Loaded(sam, meta={"arch": f"SAM {arch.name} ({arch.depth} blocks, {arch.embed_dim} wide)"})

@@ -105,14 +105,9 @@ def describe_foreign(sd: dict, name: str) -> str:
         guess = ("a Stable Diffusion UNet without " + " and ".join(missing or ["the parts SD1.5 / SDXL have"])
                  + ": use the full checkpoint, or its diffusers folder")
     else:
-        try:
-            from .upscale import detect_arch
+        from .upscale import upscaler_guess
 
-            arch = detect_arch(sd, name)
-            guess = (f"a Real-ESRGAN upscaler ({arch.describe()}): put it in models/upscale_models and load it "
-                     "with 'VisionKit Load Upscale Model (Real-ESRGAN)'")
-        except Exception:
-            pass
+        guess = upscaler_guess(sd, name)
     if guess is None:
         if _has(keys, "text_model.", "vision_model.", "visual.", "transformer.resblocks."):
             guess = "a CLIP model: put it in models/clip_models (or clip_vision for IP-Adapter)"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .cache import Loaded, ModelSpec, get_cache
-from .weights import WeightsError, load_state_dict
+from .weights import WeightsError, load_state_dict, load_strict
 
 
 class UpscaleModelError(ValueError):
@@ -76,6 +76,16 @@ def detect_arch(sd: dict, name: str = "file") -> UpscaleArch:
     raise UpscaleModelError(describe_foreign(sd, name))
 
 
+def upscaler_guess(sd: dict, name: str = "file") -> str | None:
+    """For other loaders' wrong-file messages: where this file belongs if it is a Real-ESRGAN model."""
+    try:
+        arch = detect_arch(sd, name)
+    except Exception:  # any other layout: not an upscaler (a describer must never fail itself)
+        return None
+    return (f"a Real-ESRGAN upscaler ({arch.describe()}): put it in models/upscale_models and load it "
+            "with 'VisionKit Load Upscale Model (Real-ESRGAN)'")
+
+
 def describe_foreign(sd: dict, name: str) -> str:
     """Say what a non-Real-ESRGAN file probably is (people pick the wrong file all the time)."""
     keys = list(sd)
@@ -117,11 +127,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
         raise UpscaleModelError(str(ex)) from None
     arch = detect_arch(sd, name)
     net = build_network(arch)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as ex:
-        raise UpscaleModelError(f"{name}: weights do not fit the detected {arch.describe()} "
-                                f"({str(ex).splitlines()[0][:200]})") from None
+    load_strict(net, sd, name, arch.describe(), UpscaleModelError)
     net.eval().requires_grad_(False)
     dtype = torch.float16 if spec.dtype == "fp16" or (spec.dtype == "auto" and device.type == "cuda") \
         else torch.float32

@@ -49,6 +49,14 @@ def load_state_dict(path: str, device: str = "cpu") -> dict:
     return unwrap_state_dict(obj, name)
 
 
+def load_strict(module, sd: dict, name: str, what: str, error=WeightsError) -> None:
+    """Load `sd` into `module` exactly; a mismatch is `error` naming the file and the detected model."""
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as ex:
+        raise error(f"{name}: weights do not fit the detected {what} ({str(ex).splitlines()[0][:200]})") from None
+
+
 def unwrap_state_dict(obj, name: str = "file") -> dict:
     """Checkpoints nest the weights under 'params_ema', 'params', 'state_dict', 'model' …; find them."""
     import torch
