@@ -74,6 +74,12 @@ def unwrap_state_dict(obj, name: str = "file") -> dict:
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
             if tensors:
                 return tensors
+            # groups of tensors (IP-Adapter / InstantID .bin: {"image_proj": {...}, "ip_adapter": {...}}) become
+            # "group.name" keys, the names the same weights have in their .safetensors conversions
+            groups = {g: sd for g, sd in obj.items() if isinstance(sd, dict) and sd
+                      and all(isinstance(v, torch.Tensor) for v in sd.values())}
+            if groups:
+                return {f"{g}.{k}": v for g, sd in groups.items() for k, v in sd.items()}
             break
     raise WeightsError(f"{name} holds no tensors VisionKit can read (top-level {type(obj).__name__}); "
                        "is it a model weights file?")
