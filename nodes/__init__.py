@@ -8,6 +8,7 @@ from .cache_info import VisionKitModelCacheInfo
 from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZeroShot
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
+from .instantid import VisionKitInstantIDApply, VisionKitInstantIDLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
 from .sd_controlnet import VisionKitCannyEdges, VisionKitControlNetApply, VisionKitControlNetLoader
 from .sd_loaders import VisionKitPipelineLoader
@@ -34,6 +35,8 @@ _NODES = [
     (VisionKitControlNetLoader, "Load ControlNet"),
     (VisionKitControlNetApply, "Apply ControlNet"),
     (VisionKitCannyEdges, "Canny Edges"),
+    (VisionKitInstantIDLoader, "Load InstantID"),
+    (VisionKitInstantIDApply, "Apply InstantID"),
     (VisionKitLCMSampler, "LCM Sampler"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]

@@ -1,0 +1,110 @@
+"""InstantID nodes: Load InstantID (adapter + IdentityNet) and Apply InstantID (a VK_CONTROL chain entry)."""
+from __future__ import annotations
+
+from ..models import folders
+from ..models.instantid import HANDLE_TYPE, apply_instantid, load_instantid
+from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+
+FACE_MODEL_TYPE = "VK_FACE_MODEL"
+
+
+class VisionKitInstantIDLoader:
+    DESCRIPTION = ("Loads InstantID for SDXL: the adapter (InstantX's ip-adapter.bin: face-embedding Resampler + "
+                   "image-prompt attention weights) and its IdentityNet ControlNet (InstantX's ControlNetModel "
+                   "folder or file). Nothing is downloaded; SD1.5 files are refused with a message.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (HANDLE_TYPE,)
+    RETURN_NAMES = ("instantid",)
+    OUTPUT_TOOLTIPS = ("InstantID (adapter + IdentityNet), for Apply InstantID.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "instantid_name": model_combo("instantid", "InstantID's adapter, ip-adapter.bin (or a .safetensors "
+                                                       "conversion)."),
+            "controlnet_name": model_combo("controlnet", "InstantID's IdentityNet ControlNet (InstantX/InstantID "
+                                                         "ControlNetModel: a folder with config.json, or its file)."),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, instantid_name, controlnet_name):
+        for key, name in (("instantid", instantid_name), ("controlnet", controlnet_name)):
+            msg = validate_model(key, name)
+            if msg is not True:
+                return msg
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, instantid_name, controlnet_name):
+        return f"{file_fingerprint('instantid', instantid_name)}|{file_fingerprint('controlnet', controlnet_name)}"
+
+    def load(self, instantid_name: str, controlnet_name: str):
+        return (load_instantid(folders.resolve("instantid", instantid_name),
+                               folders.resolve("controlnet", controlnet_name)),)
+
+
+class VisionKitInstantIDApply:
+    DESCRIPTION = ("Adds InstantID to a VK_CONTROL chain for the sampler (SDXL): the identity of the face in "
+                   "face_image (several images: their face embeddings are averaged) through image-prompt attention, "
+                   "and its 5 keypoints (or those of the face in pose_image) through the IdentityNet. The largest "
+                   "face of each image is used. No face found is an error naming the image.")
+    CATEGORY = f"{CATEGORY}/generation"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("VK_CONTROL", "IMAGE")
+    RETURN_NAMES = ("control", "keypoints")
+    OUTPUT_TOOLTIPS = ("The chain with InstantID appended; connect it to the sampler or another Apply node.",
+                       "The keypoint image the IdentityNet sees (for preview), at the pose / face image's size.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "instantid": (HANDLE_TYPE, {"tooltip": "From VisionKit Load InstantID."}),
+                "face_model": (FACE_MODEL_TYPE, {"tooltip": "From VisionKit Load Face Analysis (antelopev2: its "
+                                                            "ArcFace embeddings are what InstantID was trained on)."}),
+                "face_image": ("IMAGE", {"tooltip": "The reference face(s). Several images: their face embeddings "
+                                                    "are averaged (more references, steadier identity). The largest "
+                                                    "face of each image is used."}),
+                "ip_weight": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 3.0, "step": 0.01, "tooltip":
+                              "How strongly the face identity steers the image (the image-prompt attention scale; "
+                              "0 = off)."}),
+                "controlnet_strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                                        "How strongly the IdentityNet holds the face's position and pose (its "
+                                        "ControlNet scale; 0 = off)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                  "The fraction of the steps at which InstantID starts acting (attention and "
+                                  "IdentityNet)."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                "The fraction of the steps at which it stops (a step i of n acts when "
+                                "start <= i/n < end)."}),
+            },
+            "optional": {
+                "pose_image": ("IMAGE", {"tooltip": "Take the face position and pose from the face in this image "
+                                                    "instead of the reference face (one keypoint image per pose "
+                                                    "image). Best with the output's aspect ratio: the keypoint image "
+                                                    "is resized to the output size."}),
+                "control": ("VK_CONTROL", {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
+                                                      "append to."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, ip_weight=0.8, controlnet_strength=0.8):
+        if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+            return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                    "otherwise InstantID never acts")
+        if not 0.0 <= float(ip_weight) <= 3.0:
+            return f"ip_weight must be between 0 and 3, not {ip_weight}"
+        if not 0.0 <= float(controlnet_strength) <= 10.0:
+            return f"controlnet_strength must be between 0 and 10, not {controlnet_strength}"
+        return True
+
+    def apply(self, instantid, face_model, face_image, ip_weight=0.8, controlnet_strength=0.8, start_percent=0.0,
+              end_percent=1.0, pose_image=None, control=None):
+        msg = self.VALIDATE_INPUTS(start_percent, end_percent, ip_weight, controlnet_strength)
+        if msg is not True:
+            raise ValueError(msg)
+        chain, kps = apply_instantid(instantid, face_model, face_image, ip_weight, controlnet_strength, start_percent,
+                                     end_percent, pose_image=pose_image, chain=control)
+        return (chain, kps)

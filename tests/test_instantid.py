@@ -1,0 +1,263 @@
+"""InstantID: the keypoint image, the adapter loader (Resampler against diffusers' own IP-Adapter Plus conversion),
+the IdentityNet call (against diffusers' ControlNetModel with the image tokens as encoder_hidden_states, as
+InstantID's pipeline calls it), whole runs of the VisionKit sampler against diffusers' SDXL ControlNet pipeline with
+diffusers' own IP-Adapter loading (`unet._load_ip_adapter_weights`) and the IdentityNet fed the image tokens, the
+per-run patches undone, the Apply node with the tiny InsightFace packs, and clear messages.
+
+Fixtures: tests/vk_testing/tiny_instantid.py (instantid/tiny-instantid.bin / .safetensors in InstantX's layout,
+controlnet/tiny-sdxl-identitynet/), the tiny SDXL pipeline of tiny_sd.py, the tiny face packs of tiny_faces.py.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import types
+from contextlib import ExitStack
+
+import numpy as np
+import pytest
+import torch
+from vk_testing import import_pack
+from vk_testing import tiny_instantid as TI
+
+import_pack()
+from visionkit_pack.models import instantid as I  # noqa: E402
+from visionkit_pack.models import sd_sampler as S  # noqa: E402
+from visionkit_pack.models.cache import get_cache  # noqa: E402
+from visionkit_pack.models.face_keypoints import COLORS, KeypointsError, draw_keypoints, keypoints_image  # noqa: E402
+from visionkit_pack.models.patching import RunPatches  # noqa: E402
+from visionkit_pack.models.sd_pipeline import load_pipeline, use_pipeline  # noqa: E402
+from visionkit_pack.models.sd_types import GenerationError  # noqa: E402
+
+ADAPTER, IDNET = "tiny-instantid.bin", "tiny-sdxl-identitynet"
+KPS = np.array([[22.0, 20.0], [58.0, 21.0], [40.0, 38.0], [26.0, 58.0], [55.0, 57.0]])  # eyes, nose, mouth (80×72)
+
+
+# ------------------------------------------------------------------ helpers
+def load(pack, adapter=ADAPTER, controlnet=IDNET):
+    node = pack.NODE_CLASS_MAPPINGS["VisionKitInstantIDLoader"]
+    assert node.VALIDATE_INPUTS(adapter, controlnet) is True
+    return node().load(adapter, controlnet)[0]
+
+
+def embedding(seed=0, scale=20.0):
+    return torch.randn(TI.embedding_dim(), generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def reference_resampler(models_dir, name=ADAPTER):
+    """diffusers' own IP-Adapter Plus conversion of the file's image_proj (what load_ip_adapter does)."""
+    from diffusers import UNet2DConditionModel
+
+    sd = torch.load(str(models_dir / "instantid" / name), weights_only=True)
+    return UNet2DConditionModel._convert_ip_adapter_image_proj_to_diffusers(types.SimpleNamespace(), sd["image_proj"],
+                                                                             low_cpu_mem_usage=False).eval()
+
+
+def identitynet_reference(models_dir):
+    from diffusers import ControlNetModel
+
+    return ControlNetModel.from_pretrained(str(models_dir / "controlnet" / IDNET), local_files_only=True).eval()
+
+
+def prepare_image(image_bhwc, size, batch, cfg):
+    """diffusers' StableDiffusionXLControlNetPipeline.prepare_image on the same tensor."""
+    from diffusers import StableDiffusionXLControlNetPipeline
+    from diffusers.image_processor import VaeImageProcessor
+
+    ns = types.SimpleNamespace(control_image_processor=VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True,
+                                                                         do_normalize=False))
+    return StableDiffusionXLControlNetPipeline.prepare_image(
+        ns, image=image_bhwc.permute(0, 3, 1, 2), width=size, height=size, batch_size=batch,
+        num_images_per_prompt=batch, device="cpu", dtype=torch.float32, do_classifier_free_guidance=cfg)
+
+
+def tiny_sdxl(models_dir):
+    return load_pipeline(str(models_dir / "checkpoints" / "tiny-sdxl.safetensors"))
+
+
+def encode(pack, h, positive="a portrait photo", negative="blurry"):
+    return pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"]().encode(h, positive, negative)[0]
+
+
+def sample(pack, h, cond, control=None, **kw):
+    args = {"seed": 77, "steps": 4, "guidance": 2.0, "scheduler": "lcm", "width": 64, "height": 64, "batch_size": 1,
+            "denoise": 1.0}
+    args.update(kw)
+    return pack.NODE_CLASS_MAPPINGS["VisionKitLCMSampler"]().sample(h, cond, control=control, **args)[0]
+
+
+def module_state(module):
+    """Parameters and buffers (objects and values) and attention processor types of a cached module."""
+    procs = {n: type(p) for n, p in getattr(module, "attn_processors", {}).items()}
+    tensors = {n: (t, t.detach().clone()) for n, t in list(module.named_parameters()) + list(module.named_buffers())}
+    return tensors, procs
+
+
+def assert_same_state(module, snap):
+    tensors, procs = snap
+    now = dict(list(module.named_parameters()) + list(module.named_buffers()))
+    assert set(now) == set(tensors)
+    for n, (obj, value) in tensors.items():
+        assert now[n] is obj and torch.equal(now[n], value), n
+    assert {n: type(p) for n, p in getattr(module, "attn_processors", {}).items()} == procs
+
+
+# ------------------------------------------------------------------ the keypoint image
+def test_keypoint_image_colours_at_the_points_and_along_the_limbs():
+    h, w = 72, 80
+    img = draw_keypoints(KPS, w, h)
+    assert img.shape == (h, w, 3) and img.dtype == np.uint8
+    for (x, y), colour in zip(KPS, COLORS):  # every point: a full-colour disc of radius 10
+        assert tuple(img[int(y), int(x)]) == colour
+        assert tuple(img[int(y) + 9, int(x)]) == colour or int(y) + 9 >= h
+    nose = KPS[2]
+    for outer in (0, 1, 3, 4):  # the limb to the nose: 60 % of the outer point's colour, 4 px half-width
+        (x0, y0), (x1, y1) = KPS[outer], nose
+        mx, my = int((x0 + x1) / 2), int((y0 + y1) / 2)
+        dim = tuple(int(c * 0.6) for c in COLORS[outer])
+        assert tuple(img[my, mx]) == dim, outer
+        ux, uy = -(y0 - y1), x0 - x1  # across the limb
+        n = math.hypot(ux, uy)
+        near = (round(mx + 2 * ux / n), round(my + 2 * uy / n))
+        far = (round(mx + 7 * ux / n), round(my + 7 * uy / n))
+        assert tuple(img[near[1], near[0]]) == dim
+        assert tuple(img[far[1], far[0]]) == (0, 0, 0)
+    assert tuple(img[0, 0]) == (0, 0, 0) and tuple(img[h - 1, w - 1]) == (0, 0, 0)
+    as_image = keypoints_image(KPS, w, h)
+    assert as_image.shape == (1, h, w, 3) and as_image.dtype == torch.float32
+    assert torch.equal((as_image[0] * 255).round().to(torch.uint8), torch.from_numpy(img))
+
+
+def test_keypoints_outside_the_image_do_not_crash():
+    inside = draw_keypoints(KPS, 80, 72)
+    far = KPS.copy()
+    far[0] = (-500.0, -300.0)  # left eye far off the top-left: its limb still crosses the image
+    far[4] = (1e12, 5e11)  # absurdly far: clamped
+    img = draw_keypoints(far, 80, 72)
+    assert tuple(img[38, 40]) == COLORS[2]  # the nose is still there
+    assert not np.array_equal(img, inside)
+    off = draw_keypoints(KPS + 1000.0, 80, 72)  # the whole face outside: a black image
+    assert off.max() == 0
+    with_nan = KPS.copy()
+    with_nan[3] = (np.nan, np.inf)
+    img = draw_keypoints(with_nan, 80, 72)
+    assert tuple(img[58, 26]) == (0, 0, 0) and tuple(img[20, 22]) == COLORS[0]
+    with pytest.raises(KeypointsError, match=r"\(5, 2\)"):
+        draw_keypoints(np.zeros((68, 2)), 80, 72)
+    with pytest.raises(KeypointsError, match="at least 1×1"):
+        draw_keypoints(KPS, 0, 10)
+
+
+# ------------------------------------------------------------------ the adapter file
+def test_resampler_equals_diffusers_ip_adapter_plus_conversion(pack, models_dir):
+    handle = load(pack)
+    s = handle.shape
+    assert (s.dim, s.depth, s.heads, s.dim_head, s.num_queries, s.output_dim, s.ff_mult) == (64, 4, 2, 64, 4, 40, 4.0)
+    assert s.embedding_dim == TI.embedding_dim() and handle.arch == "sdxl" and handle.controlnet.arch == "sdxl"
+    ref = reference_resampler(models_dir)
+    x = torch.stack([torch.zeros(s.embedding_dim), embedding(1), embedding(2)]).unsqueeze(1)
+    with torch.no_grad():
+        want = ref(x)
+    with get_cache().use(handle.adapter) as adapter:
+        got = adapter.resampler(x)
+        cond, uncond = I.face_tokens(adapter, embedding(1))
+        file_ip = torch.load(str(models_dir / "instantid" / ADAPTER), weights_only=True)["ip_adapter"]
+        assert sorted(adapter.ip_state_dict()) == sorted(file_ip)
+        assert all(torch.equal(adapter.ip_state_dict()[k], v) for k, v in file_ip.items())
+    assert got.shape == (3, 4, 40) and (got - want).abs().max() < 1e-5 and want.std() > 0.1
+    assert torch.allclose(cond[0], want[1], atol=1e-5) and torch.allclose(uncond[0], want[0], atol=1e-5)
+    # the .safetensors conversion ("image_proj." / "ip_adapter." prefixes) is the same adapter
+    other = load(pack, "tiny-instantid.safetensors")
+    with get_cache().use(other.adapter) as adapter:
+        assert torch.allclose(adapter.resampler(x), want, atol=1e-5)
+
+
+def test_depth_and_heads_are_read_from_the_weights(tmp_path, monkeypatch):
+    """A 2-layer, 1-head Resampler: depth from the layer count, heads = attention width / 64 (as diffusers)."""
+    import diffusers.loaders.unet as dl
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+    sd = TI.adapter_state_dict(depth=2, heads=1, queries=3, ff_mult=2, seed=5)
+    path = tmp_path / "depth2.bin"
+    TI.save_adapter(sd, path)
+    proj, ip = I.read_adapter(str(path))
+    shape = I.resampler_shape(proj)
+    assert (shape.depth, shape.heads, shape.num_queries, shape.ff_mult) == (2, 1, 3, 2.0)
+    ours = I.build_resampler(proj, shape)
+    monkeypatch.setattr(dl, "IPAdapterPlusImageProjection",
+                        functools.partial(IPAdapterPlusImageProjection, depth=2, ffn_ratio=2))
+    ref = dl.UNet2DConditionLoadersMixin._convert_ip_adapter_image_proj_to_diffusers(types.SimpleNamespace(),
+                                                                                      sd["image_proj"],
+                                                                                      low_cpu_mem_usage=False)
+    x = embedding(3).reshape(1, 1, -1)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() < 1e-5
+
+
+def test_wrong_files_are_refused_with_the_reason(pack, models_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    sd = TI.adapter_state_dict()
+    sd15 = {"image_proj": {**sd["image_proj"], "proj_out.weight": torch.zeros(768, 64), "proj_out.bias": torch.zeros(768),
+                           "norm_out.weight": torch.ones(768), "norm_out.bias": torch.zeros(768)},
+            "ip_adapter": sd["ip_adapter"]}
+    TI.save_adapter(sd15, tmp_path / "sd15.bin")
+    plus = {"image_proj": TI.resampler_weights(1280, 40, depth=1, heads=1), "ip_adapter": sd["ip_adapter"]}
+    TI.save_adapter(plus, tmp_path / "plus.bin")
+    TI.save_adapter({"image_proj": {"proj.weight": torch.zeros(8, 4), "norm.weight": torch.ones(8)},
+                     "ip_adapter": sd["ip_adapter"]}, tmp_path / "ipadapter.bin")
+    save_file({"controlnet_cond_embedding.conv_in.weight": torch.zeros(1)}, str(tmp_path / "cn.safetensors"))
+    (tmp_path / "empty.bin").write_bytes(b"")
+    cases = [("sd15.bin", "made for SD1.5.*SDXL only"), ("plus.bin", "IP-Adapter Plus, not InstantID"),
+             ("ipadapter.bin", "is an IP-Adapter"), ("cn.safetensors", "is a ControlNet"),
+             ("empty.bin", "empty \\(zero-byte\\) file")]
+    for name, msg in cases:
+        with pytest.raises(I.InstantIDError, match=msg):
+            I.load_instantid(str(tmp_path / name), str(models_dir / "controlnet" / IDNET))
+    adapter = str(models_dir / "instantid" / ADAPTER)
+    with pytest.raises(I.InstantIDError, match="SD1.5 ControlNet; InstantID is SDXL only"):
+        I.load_instantid(adapter, str(models_dir / "controlnet" / "tiny-sd15-controlnet"))
+    with pytest.raises(I.InstantIDError, match="64-wide tokens .* 40-wide ones: this ControlNet is not"):
+        I.load_instantid(adapter, str(models_dir / "controlnet" / "tiny-sdxl-controlnet"))  # the other tiny SDXL
+
+
+# ------------------------------------------------------------------ the run hook against diffusers
+def test_identitynet_gets_the_image_tokens_like_instantids_pipeline(pack, models_dir):
+    from visionkit_pack.models.ip_attention import describe_installed
+
+    handle = load(pack)
+    kps = keypoints_image(KPS, 80, 72)
+    emb = embedding(4)
+    chain = I.make_entry(handle, emb, kps, ip_weight=0.7, controlnet_strength=0.9)
+    h = tiny_sdxl(models_dir)
+    g = torch.Generator().manual_seed(0)
+    batch = 2
+    lmi = torch.cat([torch.randn(batch, 4, 8, 8, generator=g)] * 2)
+    ehs = torch.randn(2 * batch, 7, 40, generator=g)
+    added = {"text_embeds": torch.randn(2 * batch, 20, generator=g), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 4)}
+    with use_pipeline(h) as comps:
+        unet = comps.unet
+        before = module_state(unet)
+        run = types.SimpleNamespace(comps=comps, cfg=True, batch=batch, device=torch.device("cpu"),
+                                    dtype=next(unet.parameters()).dtype)
+        (hook,) = S.build_hooks(chain)
+        assert isinstance(hook, I.InstantIDHook)
+        with torch.inference_mode(), RunPatches(unet) as patches, ExitStack() as stack:
+            hook.enter(run, patches, stack)
+            installed = describe_installed(unet)
+            kw = hook.unet_kwargs(S.StepInputs(lmi, torch.tensor(500), ehs, added, 1, 4))
+        assert_same_state(unet, before)
+        assert describe_installed(unet) == {}
+    assert len(installed) == len(TI.adapter_state_dict()["ip_adapter"]) // 2 and set(installed.values()) == {1}
+    # InstantID's pipeline: prompt_image_emb = resampler([zeros, emb]) repeated per image, [uncond × B, cond × B];
+    # controlnet(latents, t, encoder_hidden_states=prompt_image_emb, controlnet_cond=kps image, ...)
+    with torch.no_grad():
+        tokens = reference_resampler(models_dir)(torch.stack([torch.zeros_like(emb), emb]).unsqueeze(1))
+        tokens = tokens.repeat(1, batch, 1).view(2 * batch, tokens.shape[1], -1)
+        want = identitynet_reference(models_dir)(lmi, torch.tensor(500), encoder_hidden_states=tokens,
+                                                 controlnet_cond=prepare_image(kps, 64, batch, True),
+                                                 conditioning_scale=0.9, added_cond_kwargs=added, return_dict=False)
+    got = (kw["down_block_additional_residuals"], kw["mid_block_additional_residual"])
+    for a, b in zip(list(got[0]) + [got[1]], list(want[0]) + [want[1]]):
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-4
+    assert max(float(r.abs().max()) for r in want[0]) > 1e-2
