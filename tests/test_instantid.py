@@ -261,3 +261,79 @@ def test_identitynet_gets_the_image_tokens_like_instantids_pipeline(pack, models
     for a, b in zip(list(got[0]) + [got[1]], list(want[0]) + [want[1]]):
         assert a.shape == b.shape and (a - b).abs().max() < 1e-4
     assert max(float(r.abs().max()) for r in want[0]) > 1e-2
+
+
+def reference_instantid_pipe(models_dir, emb):
+    """diffusers' SDXL ControlNet pipeline turned into InstantID's: the adapter loaded by diffusers' own IP-Adapter
+    loading (`unet._load_ip_adapter_weights`: Resampler + IPAdapterAttnProcessor2_0), and the IdentityNet fed the
+    image tokens instead of the prompt (InstantID's `controlnet(..., encoder_hidden_states=prompt_image_emb)`)."""
+    from test_sd_sampler import reference_pipe
+
+    cn = identitynet_reference(models_dir)
+    pipe = reference_pipe(models_dir, "StableDiffusionXLControlNetPipeline", "tiny-sdxl", controlnet=cn)
+    sd = torch.load(str(models_dir / "instantid" / ADAPTER), weights_only=True)
+    pipe.unet._load_ip_adapter_weights([sd], low_cpu_mem_usage=False)
+    embeds = torch.stack([torch.zeros_like(emb), emb]).reshape(2, 1, 1, -1)  # [negative, positive] for CFG
+    with torch.no_grad():
+        tokens = pipe.unet.encoder_hid_proj([embeds])[0].flatten(1, 2)  # resampler([zeros, emb]): (2, tokens, 40)
+    forward = cn.forward
+
+    def identitynet(*args, **kw):
+        kw["encoder_hidden_states"] = tokens
+        return forward(*args, **kw)
+
+    cn.forward = identitynet
+    return pipe, embeds
+
+
+def test_sampler_run_equals_diffusers_with_instantids_wiring(pack, models_dir):
+    from test_sd_sampler import run_reference
+
+    handle = load(pack)
+    emb = embedding(6)
+    kps = keypoints_image(KPS, 80, 72)
+    h = tiny_sdxl(models_dir)
+    cond = encode(pack, h)
+    pipe, embeds = reference_instantid_pipe(models_dir, emb)
+    for weight, strength, start, end in ((0.8, 1.2, 0.0, 1.0), (1.5, 0.6, 0.25, 0.75)):
+        chain = I.make_entry(handle, emb, kps, weight, strength, start, end)
+        got = sample(pack, h, cond, chain)
+
+        def ip_window(p, i, t, kw, n=4):  # diffusers: one IP scale per call; set the next step's here
+            p.set_ip_adapter_scale(weight if start <= (i + 1) / n < end else 0.0)
+            return kw
+
+        pipe.set_ip_adapter_scale(weight if start == 0 else 0.0)
+        want = run_reference(pipe, cond, 77, image=kps.permute(0, 3, 1, 2), num_inference_steps=4, guidance_scale=2.0,
+                             height=64, width=64, controlnet_conditioning_scale=strength,
+                             control_guidance_start=start, control_guidance_end=end, ip_adapter_image_embeds=[embeds],
+                             callback_on_step_end=ip_window)
+        assert got.shape == want.shape == (1, 64, 64, 3)
+        err = (got - want).abs().max().item()
+        assert err < 1e-4, err
+    plain = sample(pack, h, cond)
+    assert (got - plain).abs().max() > 1e-2  # InstantID changed the image
+
+
+def test_chain_with_lora_and_controlnet_runs_and_leaves_the_cached_models_as_they_were(pack, models_dir):
+    nodes = pack.NODE_CLASS_MAPPINGS
+    h = tiny_sdxl(models_dir)
+    (lora_h,) = nodes["VisionKitLoraLoader"]().load(h, "for-tiny-sdxl.safetensors", 1.0, 0.0)
+    cond = encode(pack, lora_h)
+    handle = load(pack)
+    (cn,) = nodes["VisionKitControlNetLoader"]().load("for-tiny-sdxl.safetensors")
+    (chain,) = nodes["VisionKitControlNetApply"]().apply(cn, torch.rand(1, 64, 64, 3), 0.7, 0.0, 1.0)
+    chain = I.make_entry(handle, embedding(7), keypoints_image(KPS, 64, 64), 0.9, 0.8, 0.0, 0.75, chain)
+    assert [e.kind for e in chain] == ["controlnet", "instantid"]
+    with use_pipeline(lora_h) as comps, get_cache().use(handle.controlnet.spec) as idnet, \
+            get_cache().use(cn.spec) as other, get_cache().use(handle.adapter) as adapter:
+        snaps = [(m, module_state(m)) for m in (comps.unet, idnet, other, adapter.resampler, adapter.ip)]
+    without = sample(pack, lora_h, cond, chain[:1], guidance=1.0)
+    got = sample(pack, lora_h, cond, chain, guidance=1.0)
+    assert got.shape == (1, 64, 64, 3) and torch.isfinite(got).all()
+    assert (got - without).abs().max() > 1e-2
+    for module, snap in snaps:
+        assert_same_state(module, snap)
+    assert all(not e["in_use"] for e in get_cache().entries())
+    assert torch.equal(sample(pack, lora_h, cond, chain[:1], guidance=1.0), without)  # nothing stayed behind
+    assert torch.equal(sample(pack, lora_h, cond, chain, guidance=1.0), got)
