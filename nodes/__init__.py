@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from .cache_info import VisionKitModelCacheInfo
 from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZeroShot
+from .faces import VisionKitFaceAnalysisLoader, VisionKitFaceDetect, VisionKitFaceSimilarity
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
 from .instantid import VisionKitInstantIDApply, VisionKitInstantIDLoader
+from .ip_adapter import VisionKitIPAdapterApply, VisionKitIPAdapterLoader
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
 from .sd_controlnet import VisionKitCannyEdges, VisionKitControlNetApply, VisionKitControlNetLoader
 from .sd_loaders import VisionKitPipelineLoader
@@ -35,9 +37,14 @@ _NODES = [
     (VisionKitControlNetLoader, "Load ControlNet"),
     (VisionKitControlNetApply, "Apply ControlNet"),
     (VisionKitCannyEdges, "Canny Edges"),
+    (VisionKitIPAdapterLoader, "Load IP-Adapter"),
+    (VisionKitIPAdapterApply, "Apply IP-Adapter"),
     (VisionKitInstantIDLoader, "Load InstantID"),
     (VisionKitInstantIDApply, "Apply InstantID"),
     (VisionKitLCMSampler, "LCM Sampler"),
+    (VisionKitFaceAnalysisLoader, "Load Face Analysis (InsightFace)"),
+    (VisionKitFaceDetect, "Face Detect"),
+    (VisionKitFaceSimilarity, "Face Similarity"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
 ]
 
