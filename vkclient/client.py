@@ -19,16 +19,19 @@ import mimetypes
 import os
 import re
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .websocket import WebSocket, WebSocketError
 from .workflow import WorkflowError, assign_images, check_prompt, format_node_errors
+
+if TYPE_CHECKING:
+    from .job import Job
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 
@@ -101,7 +104,7 @@ class ProgressEvent:
     def __str__(self) -> str:
         name = ""
         if self.node is not None:
-            t = f" {self.title!r}" if self.title and self.title != self.class_type else ""
+            t = f", {self.title!r}" if self.title and self.title != self.class_type else ""
             name = f"node {self.node} ({self.class_type}{t})"
         if self.kind == "progress":
             return f"{name} {self.value:g}/{self.max:g}"

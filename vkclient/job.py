@@ -64,10 +64,12 @@ class Job:
             return False  # another prompt's message (the socket is ours alone, but be safe)
         self.events.append(kind)
         if kind == "status":
+            if "sid" in data:
+                return False  # the greeting sent on connecting, before our prompt was posted
             remaining = ((data.get("status") or {}).get("exec_info") or {}).get("queue_remaining")
             if not state["started"] and remaining is not None and remaining != state.get("queue"):
                 state["queue"] = remaining
-                emit(self._event("queued", text=f"{remaining} prompt(s) in the server's queue"))
+                emit(self._event("queued", text=f"({remaining} prompt(s) in the server's queue)"))
         elif kind == "execution_start":
             state["started"] = True
             emit(self._event("started"))
