@@ -26,7 +26,8 @@ def model_combo(key: str, tooltip: str) -> tuple:
     """A dropdown of the models in folder `key`; the tooltip says where files go."""
     s = folders.spec(key)
     where = ", ".join(folders.folder_paths_for(key)[:1]) or f"models/{s.folder}"
-    return (folders.list_models(key), {"tooltip": f"{tooltip} Files in {where} ({s.holds})."})
+    # vk_folder: which folder the list comes from (GET /visionkit/loaders; the canvas says where files go)
+    return (folders.list_models(key), {"tooltip": f"{tooltip} Files in {where} ({s.holds}).", "vk_folder": key})
 
 
 def validate_model(key: str, name: str):

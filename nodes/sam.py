@@ -11,6 +11,7 @@ from ..models.imageops import ImageInputError, check_image, check_mask
 from ..models.sam import (MULTIMASK, SamPromptError, build_objects, grow_and_feather, mask_box, overlay,
                           parse_points_json, predict_image, sam_spec)
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+from .preview import with_preview
 
 
 class VisionKitSAMLoader:
@@ -150,4 +151,5 @@ class VisionKitSAMSegment:
             output="union", boxes=None, points="", mask_prompt=None):
         mask, preview, report = segment(sam_model, image, boxes, points, mask_prompt, multimask, mask_threshold,
                                         dilation, feather, output)
-        return (mask, preview, report)
+        # Inside ComfyUI the overlay also shows on the node (ui.images), so the canvas editor's result is seen.
+        return with_preview((mask, preview, report), preview, "VisionKitSAM")

@@ -1,7 +1,8 @@
 // VisionKit canvas extension: readout nodes (cache info, similarity and ranking tables) show the text
 // they return in `ui.text` right on the node, so people read results without opening a viewer.
-import { app } from "../../scripts/app.js";
-import { ComfyWidgets } from "../../scripts/widgets.js";
+// (This file is served as /extensions/<pack>/js/visionkit.js: the frontend's modules are three levels up.)
+import { app } from "../../../scripts/app.js";
+import { ComfyWidgets } from "../../../scripts/widgets.js";
 
 const READOUT = "vk_readout";
 
@@ -13,6 +14,7 @@ function showText(node, lines) {
     widget.inputEl.readOnly = true;
     widget.inputEl.style.opacity = 0.85;
     widget.serialize = false; // a readout, not an input: never saved into the workflow's values
+    widget.options.serialize = false; // nor sent in the prompt (app.graphToPrompt)
   }
   widget.value = text;
   requestAnimationFrame(() => {

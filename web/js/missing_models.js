@@ -1,0 +1,127 @@
+// VisionKit canvas extension: help on loaders whose model list is empty.
+//
+// ComfyUI shows an empty dropdown when a model folder has no files. On every VisionKit loader whose
+// dropdown is empty, this adds a read-only notice saying which folder to put which file in: the folders
+// ComfyUI searches (GET /visionkit/models), what belongs there and the models of the README's table
+// (its "catalog"), for the dropdowns GET /visionkit/loaders maps to folder keys. The notice goes away
+// when the list has files again (after Refresh / pressing R, which reloads the node definitions).
+import { app } from "../../../scripts/app.js";
+import { allNodes, el, getJSON, injectStyle, nodeClass } from "./vk_util.js";
+
+const NOTICE = "vk_missing_models";
+
+const CSS = `
+.vk-missing { box-sizing: border-box; width: 100%; height: 100%; overflow: auto; padding: 6px 8px;
+  border: 1px solid #b7791f; border-radius: 6px; background: rgba(183,121,31,.14); color: var(--input-text, #eee);
+  font: 12px/1.45 sans-serif; white-space: pre-wrap; user-select: text; }
+.vk-missing b { color: #ffb454; }
+`;
+
+let info = null; // Promise<{loaders, folders}>
+
+function loadInfo() {
+  info ??= Promise.all([getJSON("/visionkit/loaders"), getJSON("/visionkit/models")])
+    .then(([loaders, folders]) => ({ loaders, folders }))
+    .catch((e) => {
+      console.warn("VisionKit: no model folder help:", e);
+      info = null;
+      return { loaders: {}, folders: {} };
+    });
+  return info;
+}
+
+function comboValues(widget) {
+  const v = widget?.options?.values;
+  return Array.isArray(v) ? v : typeof v === "function" ? v(widget) : null;
+}
+
+/** The notice's text for one empty dropdown (several folder keys: any of them will do). */
+export function noticeText(inputName, keys, folders) {
+  const lines = [`No model files for "${inputName}" yet.`];
+  keys.forEach((key, i) => {
+    const f = folders[key];
+    if (!f) return;
+    if (i > 0) lines.push("or");
+    lines.push(`Put ${f.holds} into:`);
+    const paths = f.folders?.length ? f.folders : [`ComfyUI/models/${f.folder ?? key}`];
+    lines.push(`  ${paths[0]}`);
+    if (paths.length > 1) lines.push(`  (also searched: ${paths.slice(1).join(", ")})`);
+    const cat = f.catalog ?? [];
+    if (cat.length) {
+      lines.push("for example:");
+      for (const m of cat) {
+        lines.push(`  • ${m.file} — ${m.used_by}; from ${m.source} (${m.licence})`);
+      }
+    } else if (f.get) {
+      lines.push(`for example ${f.get}`);
+    }
+  });
+  lines.push("Then press R (or Refresh) to reload the lists. The README's Models table has every file.");
+  return lines.join("\n");
+}
+
+function setNotice(node, text) {
+  let widget = node.widgets?.find((w) => w.name === NOTICE);
+  if (!text) {
+    if (widget) {
+      node.removeWidget(widget);
+      node.setSize?.([node.size[0], node.computeSize()[1]]);
+      node.setDirtyCanvas?.(true, true);
+    }
+    return;
+  }
+  if (!widget) {
+    injectStyle("vk-missing-style", CSS);
+    const box = el("div", { className: "vk-missing", dataset: { role: "missing-models" } });
+    widget = node.addDOMWidget(NOTICE, "vk-notice", box, {
+      serialize: false, // help text, not an input: kept out of the prompt
+      hideOnZoom: false,
+      getValue: () => box.textContent,
+      setValue: () => {},
+      getMinHeight: () => Math.min(260, 26 + 17 * (box.textContent.split("\n").length)),
+    });
+    widget.serialize = false; // and out of the workflow's saved widget values
+    widget.vkBox = box;
+  }
+  widget.vkBox.textContent = text;
+  const size = node.computeSize();
+  node.setSize?.([Math.max(node.size[0], 360), Math.max(node.size[1], size[1])]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+async function update(node) {
+  const { loaders, folders } = await loadInfo();
+  const inputs = loaders[nodeClass(node)];
+  if (!inputs || !node.graph) return;
+  const parts = [];
+  for (const [name, spec] of Object.entries(inputs)) {
+    const widget = node.widgets?.find((w) => w.name === name);
+    const values = comboValues(widget);
+    if (widget && Array.isArray(values) && values.length === 0) parts.push(noticeText(name, spec.folders, folders));
+  }
+  setNotice(node, parts.join("\n\n"));
+}
+
+function isVisionKit(node) {
+  return String(nodeClass(node) ?? "").startsWith("VisionKit");
+}
+
+function schedule(node) {
+  if (!isVisionKit(node)) return;
+  // After the node has its widgets and (when loading a workflow) its saved values.
+  setTimeout(() => update(node).catch((e) => console.warn("VisionKit model help:", e)), 0);
+}
+
+app.registerExtension({
+  name: "VisionKit.MissingModelHelp",
+  nodeCreated(node) {
+    schedule(node);
+  },
+  loadedGraphNode(node) {
+    schedule(node);
+  },
+  async refreshComboInNodes() {
+    info = null; // files may have been added: ask the server again
+    for (const node of allNodes(app.graph)) if (isVisionKit(node)) await update(node);
+  },
+});
