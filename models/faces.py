@@ -157,7 +157,7 @@ def _inspect_file(path: str, size: int, mtime_ns: int) -> OnnxInfo:
             m = onnx.load_model(path, load_external_data=False)
         except TypeError:  # pragma: no cover - older onnx
             m = onnx.load_model(path)
-    except Exception as ex:
+    except Exception as ex:  # noqa: BLE001 - onnx raises many kinds for a damaged file
         raise FacePackError(f"{os.path.basename(path)} in {os.path.dirname(path)} is not a readable .onnx file "
                             f"({str(ex).splitlines()[0][:160] if str(ex) else type(ex).__name__}); download the pack "
                             "again") from None

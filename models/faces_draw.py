@@ -29,14 +29,14 @@ def draw_faces(rgb: np.ndarray, selected, others=()) -> np.ndarray:
     h, w = out.shape[:2]
     t = max(1, round(min(h, w) / 300))
     for f in others:
-        x0, y0, x1, y1 = (int(round(float(v))) for v in f.bbox)
+        x0, y0, x1, y1 = (round(float(v)) for v in f.bbox)
         cv2.rectangle(out, (x0, y0), (x1, y1), OTHER, 1)
     for f in selected:
-        x0, y0, x1, y1 = (int(round(float(v))) for v in f.bbox)
+        x0, y0, x1, y1 = (round(float(v)) for v in f.bbox)
         cv2.rectangle(out, (x0, y0), (x1, y1), SELECTED, t)
         if f.kps is not None:
             for (x, y), c in zip(f.kps, KPS_COLOURS):
-                cv2.circle(out, (int(round(float(x))), int(round(float(y)))), t + 1, c, -1)
+                cv2.circle(out, (round(float(x)), round(float(y))), t + 1, c, -1)
         scale = max(0.35, min(h, w) / 800)
         ty = y0 - 4 if y0 - 4 > 10 * scale else min(y1 + int(14 * scale), h - 2)
         cv2.putText(out, _label(f), (max(x0, 0), ty), cv2.FONT_HERSHEY_SIMPLEX, scale, SELECTED, max(1, t),

@@ -5,9 +5,25 @@ import numpy as np
 import torch
 
 from ..models import folders
-from ..models.faces import (FACE_MODEL_TYPE, FACES_TYPE, PROVIDERS, SELECTIONS, Face, FacePackMissingError,
-                            NoFaceError, analyze, as_faces_value, check_det_size, cosine_similarity, load_face_model,
-                            pack_fingerprint, preload, require_faces, resolve_pack, select_faces)
+from ..models.faces import (
+    FACE_MODEL_TYPE,
+    FACES_TYPE,
+    PROVIDERS,
+    SELECTIONS,
+    Face,
+    FacePackMissingError,
+    NoFaceError,
+    analyze,
+    as_faces_value,
+    check_det_size,
+    cosine_similarity,
+    load_face_model,
+    pack_fingerprint,
+    preload,
+    require_faces,
+    resolve_pack,
+    select_faces,
+)
 from ..models.faces_draw import draw_faces, faces_mask
 from ..models.imageops import check_image, from_uint8, to_uint8
 from .common import CATEGORY, model_combo, to_json
@@ -75,7 +91,7 @@ class VisionKitFaceAnalysisLoader:
     def IS_CHANGED(cls, pack_name, provider="auto", det_size=640, det_thresh=0.5):
         try:
             return pack_fingerprint(resolve_pack(pack_name))
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means "not loadable now": re-run the loader
             return "missing"
 
     def load(self, pack_name: str, provider: str = "auto", det_size: int = 640, det_thresh: float = 0.5):
@@ -117,7 +133,7 @@ class VisionKitFaceDetect:
     def detect(self, face_model, image, selection: str = "largest", index: int = 0, if_no_face: str = "empty result"):
         image = check_image(image)
         per_image = analyze(face_model, image)
-        b, h, w = image.shape[:3]
+        h, w = image.shape[1:3]
         rgb = to_uint8(image[..., :3])
         selected, previews, masks, report = [], [], [], []
         for i, found in enumerate(per_image):
@@ -155,8 +171,8 @@ class VisionKitFaceSimilarity:
     OUTPUT_TOOLTIPS = (
         "The combined cosine similarity (-1..1) of all pairs.",
         "The result in words, with every pair.",
-        "Every pair: [{\"a\": {\"image\", \"face\", \"box\"}, \"b\": {…}, \"similarity\"}, …]; a side without a face "
-        "has \"face\": null.",
+        ("Every pair: [{\"a\": {\"image\", \"face\", \"box\"}, \"b\": {…}, \"similarity\"}, …]; a side without a "
+         "face has \"face\": null."),
     )
 
     @classmethod

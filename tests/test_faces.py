@@ -14,14 +14,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from vk_testing import import_pack, netguard
 
 import_pack()
-from visionkit_pack.models import faces as F  # noqa: E402
-from visionkit_pack.models import folders  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.faces_draw import faces_mask  # noqa: E402
+from visionkit_pack.models import faces as F
+from visionkit_pack.models import folders
+from visionkit_pack.models.cache import get_cache
+from visionkit_pack.models.faces_draw import faces_mask
 
 REF_TASKS = ["detection", "recognition", "genderage"]
 
@@ -324,6 +323,19 @@ def test_face_detect_node(pack, models_dir):
         detect.detect(fm, image[:1], "left to right index", 999, "error")
     ok, *_ = detect.detect(fm, image[:2], "largest", 0, "error")
     assert [len(f) for f in ok] == [1, 1]
+    rgba = torch.cat([image[:1], torch.rand(1, 120, 160, 1)], dim=-1)  # alpha is ignored
+    with_alpha, prev_a, *_ = detect.detect(fm, rgba, "all", 0, "empty result")
+    assert prev_a.shape == (1, 120, 160, 3)
+    np.testing.assert_array_equal([f.bbox for f in with_alpha[0]], [f.bbox for f in faces[0]])
+
+
+def test_progress_per_image(pack):
+    from visionkit_pack.models import host
+
+    calls = []
+    handle = F.load_face_model("tiny_antelope", "CPU", 128)
+    F.analyze(handle, as_image(scene(1), scene(2), scene(3)), host.Progress(3, lambda d, t: calls.append((d, t))))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
 def test_face_similarity_node(pack, models_dir):
