@@ -311,7 +311,10 @@ def make_entry(handle: InstantIDHandle, embedding: torch.Tensor, keypoints_image
 
 def largest_face(faces):
     """The face with the largest box (InstantID's reference code sorts by box area and takes the last)."""
-    return sorted(faces, key=lambda f: (float(f.bbox[2]) - float(f.bbox[0])) * (float(f.bbox[3]) - float(f.bbox[1])))[-1]
+    def area(f):
+        return (float(f.bbox[2]) - float(f.bbox[0])) * (float(f.bbox[3]) - float(f.bbox[1]))
+
+    return sorted(faces, key=area)[-1]  # sorted (stable), not max: of equal areas the last, like the reference
 
 
 def faces_per_image(face_model, image, what: str) -> list:
@@ -391,8 +394,9 @@ class InstantIDHook:
             handle: InstantIDHandle = e.model
             adapter: InstantIDAdapter = stack.enter_context(cache.use(handle.adapter))
             if adapter.shape.output_dim != width:
-                raise InstantIDError(f"the InstantID adapter {handle.name} makes {adapter.shape.output_dim}-wide tokens "
-                                     f"but this pipeline's UNet takes {width}-wide ones: it was made for another model")
+                raise InstantIDError(f"the InstantID adapter {handle.name} makes {adapter.shape.output_dim}-wide "
+                                     f"tokens but this pipeline's UNet takes {width}-wide ones: it was made for "
+                                     "another model")
             cond, uncond = face_tokens(adapter, e.option("embedding"))
             try:
                 weights = ip_layers_from_state_dict(unet, adapter.ip_state_dict(), f"InstantID adapter {handle.name}")

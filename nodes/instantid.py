@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from ..models import folders
+from ..models.faces import FACE_MODEL_TYPE
 from ..models.instantid import HANDLE_TYPE, apply_instantid, load_instantid
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
-
-FACE_MODEL_TYPE = "VK_FACE_MODEL"
 
 
 class VisionKitInstantIDLoader:

@@ -180,7 +180,7 @@ def test_depth_and_heads_are_read_from_the_weights(tmp_path, monkeypatch):
     sd = TI.adapter_state_dict(depth=2, heads=1, queries=3, ff_mult=2, seed=5)
     path = tmp_path / "depth2.bin"
     TI.save_adapter(sd, path)
-    proj, ip = I.read_adapter(str(path))
+    proj, _ = I.read_adapter(str(path))
     shape = I.resampler_shape(proj)
     assert (shape.depth, shape.heads, shape.num_queries, shape.ff_mult) == (2, 1, 3, 2.0)
     ours = I.build_resampler(proj, shape)
@@ -198,8 +198,9 @@ def test_wrong_files_are_refused_with_the_reason(pack, models_dir, tmp_path):
     from safetensors.torch import save_file
 
     sd = TI.adapter_state_dict()
-    sd15 = {"image_proj": {**sd["image_proj"], "proj_out.weight": torch.zeros(768, 64), "proj_out.bias": torch.zeros(768),
-                           "norm_out.weight": torch.ones(768), "norm_out.bias": torch.zeros(768)},
+    sd15 = {"image_proj": {**sd["image_proj"], "proj_out.weight": torch.zeros(768, 64),
+                           "proj_out.bias": torch.zeros(768), "norm_out.weight": torch.ones(768),
+                           "norm_out.bias": torch.zeros(768)},
             "ip_adapter": sd["ip_adapter"]}
     TI.save_adapter(sd15, tmp_path / "sd15.bin")
     plus = {"image_proj": TI.resampler_weights(1280, 40, depth=1, heads=1), "ip_adapter": sd["ip_adapter"]}
@@ -234,7 +235,8 @@ def test_identitynet_gets_the_image_tokens_like_instantids_pipeline(pack, models
     batch = 2
     lmi = torch.cat([torch.randn(batch, 4, 8, 8, generator=g)] * 2)
     ehs = torch.randn(2 * batch, 7, 40, generator=g)
-    added = {"text_embeds": torch.randn(2 * batch, 20, generator=g), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 4)}
+    added = {"text_embeds": torch.randn(2 * batch, 20, generator=g),
+             "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * (2 * batch))}
     with use_pipeline(h) as comps:
         unet = comps.unet
         before = module_state(unet)
@@ -299,8 +301,8 @@ def test_sampler_run_equals_diffusers_with_instantids_wiring(pack, models_dir):
         chain = I.make_entry(handle, emb, kps, weight, strength, start, end)
         got = sample(pack, h, cond, chain)
 
-        def ip_window(p, i, t, kw, n=4):  # diffusers: one IP scale per call; set the next step's here
-            p.set_ip_adapter_scale(weight if start <= (i + 1) / n < end else 0.0)
+        def ip_window(p, i, t, kw, n=4, weight=weight, start=start, end=end):  # diffusers: one IP scale per call;
+            p.set_ip_adapter_scale(weight if start <= (i + 1) / n < end else 0.0)  # set the next step's here
             return kw
 
         pipe.set_ip_adapter_scale(weight if start == 0 else 0.0)
@@ -337,3 +339,154 @@ def test_chain_with_lora_and_controlnet_runs_and_leaves_the_cached_models_as_the
     assert all(not e["in_use"] for e in get_cache().entries())
     assert torch.equal(sample(pack, lora_h, cond, chain[:1], guidance=1.0), without)  # nothing stayed behind
     assert torch.equal(sample(pack, lora_h, cond, chain, guidance=1.0), got)
+
+
+# ------------------------------------------------------------------ Apply InstantID with the tiny face packs
+def face_scene(seed, h=120, w=160):
+    """RGB IMAGE (1, h, w, 3): bright squares on black, "faces" for the tiny detector (tests/test_faces.py's way)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    for _ in range(3):
+        s = int(rng.integers(min(h, w) // 5, min(h, w) // 2))
+        y, x = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        img[y:y + s, x:x + s] = rng.integers(150, 256, 3)
+    img = np.clip(img.astype(int) + rng.integers(-30, 30, img.shape) * (img > 0), 0, 255).astype(np.uint8)
+    return torch.from_numpy(img).float().div(255).unsqueeze(0)
+
+
+def insightface_reference(models_dir, image, pack="tiny_antelope", det_size=160):
+    """InstantID's reference code: app.get(BGR), sorted by box area, the last (largest) face."""
+    import warnings
+
+    from insightface.app import FaceAnalysis
+
+    fa = FaceAnalysis(name=pack, root=str(models_dir / "insightface"), providers=["CPUExecutionProvider"],
+                      allowed_modules=["detection", "recognition"])
+    fa.prepare(ctx_id=-1, det_size=(det_size, det_size))
+    out = []
+    for img in image:
+        bgr = np.ascontiguousarray((img.numpy() * 255).round().astype(np.uint8)[..., ::-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            faces = fa.get(bgr)
+        out.append(sorted(faces, key=lambda x: (x["bbox"][2] - x["bbox"][0]) * (x["bbox"][3] - x["bbox"][1]))[-1])
+    return out
+
+
+def face_model(pack, name="tiny_antelope"):
+    return pack.NODE_CLASS_MAPPINGS["VisionKitFaceAnalysisLoader"]().load(name, "CPU", 160, 0.5)[0]
+
+
+def apply_node(pack, *args, **kw):
+    node = pack.NODE_CLASS_MAPPINGS["VisionKitInstantIDApply"]
+    return node().apply(*args, **kw)
+
+
+def test_apply_averages_the_largest_faces_and_draws_their_keypoints(pack, models_dir):
+    handle = load(pack)
+    faces = torch.cat([face_scene(1), face_scene(2)])
+    pose = face_scene(3, 96, 128)
+    fm = face_model(pack)
+    chain, kps = apply_node(pack, handle, fm, faces, 0.6, 0.9, 0.1, 0.9)
+    (e,) = chain
+    assert e.kind == "instantid" and e.model is handle and e.arch == "sdxl"
+    assert (e.strength, e.start, e.end, e.option("ip_weight")) == (0.9, 0.1, 0.9, 0.6)
+    refs = insightface_reference(models_dir, faces)
+    want = np.mean([r["embedding"] for r in refs], axis=0)  # several references: the average embedding
+    assert np.abs(e.option("embedding").numpy() - want).max() < 1e-4 * np.abs(want).max()
+    assert kps.shape == (1, 120, 160, 3) and torch.equal(e.image, kps)
+    assert torch.equal(kps, keypoints_image(refs[0]["kps"], 160, 120))  # the first reference's largest face
+    assert kps.max() == 1.0
+    # a pose image: its largest face's keypoints, at its size; appended to an existing chain
+    chain2, kps2 = apply_node(pack, handle, fm, faces[:1], 0.8, 0.8, 0.0, 1.0, pose_image=pose, control=chain)
+    assert len(chain2) == 2 and chain2[0] is e
+    (pose_ref,) = insightface_reference(models_dir, pose)
+    assert kps2.shape == (1, 96, 128, 3) and torch.equal(kps2, keypoints_image(pose_ref["kps"], 128, 96))
+    one = refs[0]["embedding"]
+    assert np.abs(chain2[1].option("embedding").numpy() - one).max() < 1e-4 * np.abs(one).max()
+
+
+def test_no_face_and_unusable_face_models_say_which_image(pack, models_dir):
+    handle = load(pack)
+    fm = face_model(pack)
+    black = torch.zeros(1, 120, 160, 3)
+    with pytest.raises(GenerationError, match=r"no face was found in face image 2 of 2 \(batch index 1\)"):
+        apply_node(pack, handle, fm, torch.cat([face_scene(1), black]))
+    with pytest.raises(GenerationError, match="no face was found in the pose image"):
+        apply_node(pack, handle, fm, face_scene(1), pose_image=black)
+    with pytest.raises(GenerationError, match="no face was found in the face image"):
+        apply_node(pack, handle, fm, black)
+    with pytest.raises(GenerationError, match="no face embedding.*ArcFace"):
+        apply_node(pack, handle, face_model(pack, "tiny_detonly"), face_scene(1))
+    with pytest.raises(GenerationError, match=r"gives 7-d embeddings but this InstantID adapter expects"):
+        I.make_entry(handle, torch.ones(7), keypoints_image(KPS, 80, 72), 1.0, 1.0)
+    with pytest.raises(ValueError, match="must be below end_percent"):
+        apply_node(pack, handle, fm, face_scene(1), 0.8, 0.8, 0.5, 0.5)
+    with pytest.raises(GenerationError, match="is SDXL but the control chain|this InstantID is SDXL"):
+        sd15_cn = pack.NODE_CLASS_MAPPINGS["VisionKitControlNetLoader"]().load("tiny-sd15-controlnet")[0]
+        (sd15_chain,) = pack.NODE_CLASS_MAPPINGS["VisionKitControlNetApply"]().apply(sd15_cn, black)
+        apply_node(pack, handle, fm, face_scene(1), control=sd15_chain)
+    with pytest.raises(GenerationError, match="this InstantID is SDXL, the pipeline is SD1.5"):
+        h15 = load_pipeline(str(models_dir / "checkpoints" / "tiny-sd15.safetensors"))
+        chain, _ = apply_node(pack, handle, fm, face_scene(1))
+        sample(pack, h15, encode(pack, h15), chain)
+    assert all(not e["in_use"] for e in get_cache().entries())
+
+
+def test_nodes_are_registered_with_tooltips_and_checks(pack, models_dir):
+    n, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+    loader, apply = n["VisionKitInstantIDLoader"], n["VisionKitInstantIDApply"]
+    assert names["VisionKitInstantIDLoader"] == "VisionKit Load InstantID"
+    assert names["VisionKitInstantIDApply"] == "VisionKit Apply InstantID"
+    assert loader.CATEGORY == "VisionKit/loaders" and apply.CATEGORY == "VisionKit/generation"
+    assert loader.RETURN_TYPES == ("VK_INSTANTID",) and apply.RETURN_TYPES == ("VK_CONTROL", "IMAGE")
+    for node in (loader, apply):
+        spec = node.INPUT_TYPES()
+        inputs = {**spec["required"], **spec.get("optional", {})}
+        assert all(v[1].get("tooltip") for v in inputs.values()), node
+        assert node.DESCRIPTION and len(node.OUTPUT_TOOLTIPS) == len(node.RETURN_TYPES)
+    spec = apply.INPUT_TYPES()
+    assert spec["required"]["face_model"][0] == "VK_FACE_MODEL" and spec["required"]["instantid"][0] == "VK_INSTANTID"
+    assert set(spec["optional"]) == {"pose_image", "control"}
+    lists = loader.INPUT_TYPES()["required"]
+    assert {"tiny-instantid.bin", "tiny-instantid.safetensors"} <= set(lists["instantid_name"][0])
+    assert IDNET in lists["controlnet_name"][0]
+    assert "was not found" in loader.VALIDATE_INPUTS("ip-adapter.bin", IDNET)
+    assert "was not found" in loader.VALIDATE_INPUTS(ADAPTER, "ControlNetModel")
+    first = loader.IS_CHANGED(ADAPTER, IDNET)
+    assert "missing" not in first and first != loader.IS_CHANGED("tiny-instantid.safetensors", IDNET)
+    assert apply.VALIDATE_INPUTS(0.0, 1.0, 0.8, 0.8) is True
+    assert "must be below" in apply.VALIDATE_INPUTS(0.7, 0.2)
+    assert "ip_weight" in apply.VALIDATE_INPUTS(0.0, 1.0, -1.0)
+
+
+def test_api_workflow_face_loader_instantid_sampler(pack, models_dir, tmp_path):
+    from PIL import Image
+    from vk_testing.runner import WorkflowRunner
+
+    Image.fromarray((face_scene(1)[0].numpy() * 255).round().astype(np.uint8)).save(tmp_path / "face.png")
+    prompt = {
+        "1": {"class_type": "VisionKitPipelineLoader", "inputs": {"model_name": "checkpoints/tiny-sdxl.safetensors",
+                                                                  "dtype": "auto", "vae_name": "(from checkpoint)"}},
+        "2": {"class_type": "VisionKitPromptEncode", "inputs": {"pipeline": ["1", 0], "positive": "a portrait photo",
+                                                                "negative": "blurry", "stop_at_clip_layer": 0}},
+        "3": {"class_type": "VisionKitInstantIDLoader", "inputs": {"instantid_name": ADAPTER,
+                                                                   "controlnet_name": IDNET}},
+        "4": {"class_type": "VisionKitFaceAnalysisLoader", "inputs": {"pack_name": "tiny_antelope", "provider": "CPU",
+                                                                      "det_size": 160, "det_thresh": 0.5}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "face.png"}},
+        "6": {"class_type": "VisionKitInstantIDApply", "inputs": {"instantid": ["3", 0], "face_model": ["4", 0],
+                                                                  "face_image": ["5", 0], "ip_weight": 0.8,
+                                                                  "controlnet_strength": 0.8, "start_percent": 0.0,
+                                                                  "end_percent": 1.0}},
+        "7": {"class_type": "VisionKitLCMSampler", "inputs": {"pipeline": ["1", 0], "conditioning": ["2", 0],
+                                                              "control": ["6", 0], "seed": 5, "steps": 2,
+                                                              "guidance": 1.5, "scheduler": "lcm", "width": 64,
+                                                              "height": 64, "batch_size": 1, "denoise": 1.0}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "instantid"}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["6", 1]}},
+    }
+    res = WorkflowRunner(pack.NODE_CLASS_MAPPINGS, tmp_path).run(prompt)
+    (out,) = res.saved["8"]
+    (kps,) = res.previews["9"]
+    assert out.shape == (1, 64, 64, 3) and kps.shape == (1, 120, 160, 3) and kps.max() == 1.0
