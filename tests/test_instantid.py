@@ -268,7 +268,8 @@ def test_identitynet_gets_the_image_tokens_like_instantids_pipeline(pack, models
 def reference_instantid_pipe(models_dir, emb):
     """diffusers' SDXL ControlNet pipeline turned into InstantID's: the adapter loaded by diffusers' own IP-Adapter
     loading (`unet._load_ip_adapter_weights`: Resampler + IPAdapterAttnProcessor2_0), and the IdentityNet fed the
-    image tokens instead of the prompt (InstantID's `controlnet(..., encoder_hidden_states=prompt_image_emb)`)."""
+    image tokens instead of the prompt (InstantID's `controlnet(..., encoder_hidden_states=prompt_image_emb)` with
+    prompt_image_emb = resampler([zeros, emb]) under CFG, resampler([emb]) without, repeated per image)."""
     from test_sd_sampler import reference_pipe
 
     cn = identitynet_reference(models_dir)
@@ -279,13 +280,16 @@ def reference_instantid_pipe(models_dir, emb):
     with torch.no_grad():
         tokens = pipe.unet.encoder_hid_proj([embeds])[0].flatten(1, 2)  # resampler([zeros, emb]): (2, tokens, 40)
     forward = cn.forward
+    state = {"cfg": True}
 
-    def identitynet(*args, **kw):
-        kw["encoder_hidden_states"] = tokens
-        return forward(*args, **kw)
+    def identitynet(sample, *args, **kw):
+        t = tokens if state["cfg"] else tokens[1:]
+        n = sample.shape[0] // t.shape[0]  # images per prompt
+        kw["encoder_hidden_states"] = t.repeat(1, n, 1).view(n * t.shape[0], t.shape[1], -1)
+        return forward(sample, *args, **kw)
 
     cn.forward = identitynet
-    return pipe, embeds
+    return pipe, embeds, state
 
 
 def test_sampler_run_equals_diffusers_with_instantids_wiring(pack, models_dir):
@@ -296,25 +300,28 @@ def test_sampler_run_equals_diffusers_with_instantids_wiring(pack, models_dir):
     kps = keypoints_image(KPS, 80, 72)
     h = tiny_sdxl(models_dir)
     cond = encode(pack, h)
-    pipe, embeds = reference_instantid_pipe(models_dir, emb)
-    for weight, strength, start, end in ((0.8, 1.2, 0.0, 1.0), (1.5, 0.6, 0.25, 0.75)):
+    pipe, embeds, state = reference_instantid_pipe(models_dir, emb)
+    cases = ((0.8, 1.2, 0.0, 1.0, 2.0, 1), (1.5, 0.6, 0.25, 0.75, 2.0, 2), (0.8, 1.0, 0.0, 1.0, 1.0, 1))
+    for weight, strength, start, end, guidance, batch in cases:
         chain = I.make_entry(handle, emb, kps, weight, strength, start, end)
-        got = sample(pack, h, cond, chain)
+        got = sample(pack, h, cond, chain, guidance=guidance, batch_size=batch)
 
         def ip_window(p, i, t, kw, n=4, weight=weight, start=start, end=end):  # diffusers: one IP scale per call;
             p.set_ip_adapter_scale(weight if start <= (i + 1) / n < end else 0.0)  # set the next step's here
             return kw
 
         pipe.set_ip_adapter_scale(weight if start == 0 else 0.0)
-        want = run_reference(pipe, cond, 77, image=kps.permute(0, 3, 1, 2), num_inference_steps=4, guidance_scale=2.0,
-                             height=64, width=64, controlnet_conditioning_scale=strength,
-                             control_guidance_start=start, control_guidance_end=end, ip_adapter_image_embeds=[embeds],
+        state["cfg"] = guidance > 1
+        want = run_reference(pipe, cond, 77, image=kps.permute(0, 3, 1, 2), num_inference_steps=4,
+                             guidance_scale=guidance, num_images_per_prompt=batch, height=64, width=64,
+                             controlnet_conditioning_scale=strength, control_guidance_start=start,
+                             control_guidance_end=end, ip_adapter_image_embeds=[embeds if guidance > 1 else embeds[1:]],
                              callback_on_step_end=ip_window)
-        assert got.shape == want.shape == (1, 64, 64, 3)
+        assert got.shape == want.shape == (batch, 64, 64, 3)
         err = (got - want).abs().max().item()
-        assert err < 1e-4, err
-    plain = sample(pack, h, cond)
-    assert (got - plain).abs().max() > 1e-2  # InstantID changed the image
+        assert err < 1e-4, (err, guidance, batch)
+        plain = sample(pack, h, cond, guidance=guidance, batch_size=batch)
+        assert (got - plain).abs().max() > 1e-2  # InstantID changed the image
 
 
 def test_chain_with_lora_and_controlnet_runs_and_leaves_the_cached_models_as_they_were(pack, models_dir):
