@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Writes the shipped workflows, both formats, from one description each (below).
+
+    .venv/bin/python scripts/dev/build_workflows.py          # write workflows/*.json and workflows/api/*.json
+    .venv/bin/python scripts/dev/build_workflows.py --check  # exit 1 when a shipped file differs
+
+workflows/<name>.json is the canvas (UI) format, served by ComfyUI as a template; workflows/api/<name>.json
+is the API format for /prompt and scripts/queue. Model names are the files of the README's model table
+(models/catalog.py). Example input images are in workflows/inputs/ (scripts/dev/make_example_inputs.py);
+LoadImage finds them once they are in ComfyUI's input folder. The node definitions are read from the pack's
+own classes, so a changed input list shows up here as a changed file (and in tests/test_workflows.py).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workflow_graph import CORE_NODES, Graph, core_node_def, node_def_from_class  # noqa: E402
+
+PACK_NAME = "visionkit_pack"
+
+
+def import_pack():
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    os.environ.setdefault("VISIONKIT_STANDALONE", "1")
+    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def node_defs() -> dict:
+    pack = import_pack()
+    defs = {t: core_node_def(t) for t in CORE_NODES}
+    for t, cls in pack.NODE_CLASS_MAPPINGS.items():
+        defs[t] = node_def_from_class(t, cls, pack.NODE_DISPLAY_NAME_MAPPINGS[t])
+    return defs
+
+
+def catalog_file(model_id: str) -> str:
+    from visionkit_pack.models.catalog import CATALOG
+
+    for m in CATALOG:
+        if m.name == model_id:
+            return m.file
+    raise KeyError(f"{model_id!r} is not in models/catalog.py")
+
+
+# ---------------------------------------------------------------- shared pieces
+def models_line(*ids: str) -> str:
+    from visionkit_pack.models.catalog import CATALOG
+
+    by = {m.name: m for m in CATALOG}
+    parts = []
+    for i in ids:
+        m = by[i]
+        parts.append(f"• {m.file} → models/{m.folder}/" + ("  (non-commercial licence)" if m.non_commercial else ""))
+    return "Models (README 'Models' table):\n" + "\n".join(parts)
+
+
+def note_text(title: str, what: str, models: list[str], inputs: str = "", tips: str = "") -> str:
+    text = f"{title}\n\n{what}\n\n{models_line(*models)}"
+    if inputs:
+        text += f"\n\nInput images: {inputs} (examples in the pack's workflows/inputs/; copy them to ComfyUI/input " \
+                "or pick your own with the Load Image node)."
+    if tips:
+        text += f"\n\n{tips}"
+    return text
+
+
+def sd15_lcm(g: Graph, positive: str, negative: str = "", col: int = 0, band: int = 0):
+    """Load Pipeline (SD1.5) → Load LoRA (LCM-LoRA) → Prompt Encode: (pipeline, conditioning)."""
+    pipe = g.node("VisionKitPipelineLoader", model_name="checkpoints/" + catalog_file("sd15"), _col=col, _band=band)
+    lcm = g.node("VisionKitLoraLoader", pipeline=pipe.out("pipeline"), lora_name=catalog_file("lcm-lora-sd15"),
+                 strength_model=1.0, strength_clip=1.0, _title="Load LCM-LoRA", _col=col, _band=band)
+    cond = g.node("VisionKitPromptEncode", pipeline=lcm.out("pipeline"), positive=positive, negative=negative,
+                  _col=col + 1, _band=band)
+    return lcm, cond
+
+
+LCM_TIP = ("LCM: 4–8 steps, guidance 1–2 (at 1 the negative prompt is not used and each step is one UNet pass). "
+           "Change the seed for another image.")
+
+
+# ---------------------------------------------------------------- the workflows
+def lcm_txt2img(g: Graph) -> None:
+    g.note(note_text("LCM text to image + Real-ESRGAN x4",
+                     "A 4-step image from a prompt with SD1.5 and the LCM-LoRA, then upscaled x4 by Real-ESRGAN "
+                     "(512 → 2048 px) and saved.",
+                     ["sd15", "lcm-lora-sd15", "realesrgan-x4plus"], tips=LCM_TIP))
+    pipe, cond = sd15_lcm(g, "a lion resting in the savanna at sunset, golden light, detailed photo",
+                          "blurry, low quality")
+    img = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), seed=42, steps=4,
+                 guidance=1.0, scheduler="lcm", width=512, height=512, batch_size=1, denoise=1.0, _col=2)
+    g.node("PreviewImage", images=img.out(), _col=3)
+    up_model = g.node("VisionKitUpscaleModelLoader", model_name=catalog_file("realesrgan-x4plus"), _col=2)
+    up = g.node("VisionKitUpscale", upscale_model=up_model.out(), image=img.out(), outscale=0.0, tile_size=512,
+                tile_pad=16, _col=3)
+    g.node("SaveImage", images=up.out(), filename_prefix="visionkit_lcm_x4", _col=4)
+
+
+def _controlnet(g: Graph, kind: str) -> None:
+    if kind == "pose":
+        g.note(note_text("ControlNet pose + LCM",
+                         "Generates a person in the pose of an OpenPose skeleton image (coloured limbs on black), "
+                         "with SD1.5, the OpenPose ControlNet and the LCM-LoRA in 4 steps.",
+                         ["sd15", "lcm-lora-sd15", "controlnet-openpose-sd15"],
+                         inputs="visionkit_pose.png (an OpenPose skeleton; any pose editor or OpenPose "
+                                "preprocessor makes one)", tips=LCM_TIP))
+        hint = g.node("LoadImage", image="visionkit_pose.png", _title="Pose skeleton", _col=0)
+        cn_file, prompt, w, h = catalog_file("controlnet-openpose-sd15"), \
+            "an astronaut waving, full body, studio photo", 384, 512
+    else:
+        g.note(note_text("ControlNet canny + LCM",
+                         "Keeps the outlines of a picture and repaints everything else from the prompt: Canny "
+                         "edges of the image steer SD1.5 through the canny ControlNet; LCM-LoRA, 4 steps.",
+                         ["sd15", "lcm-lora-sd15", "controlnet-canny-sd15"], inputs="visionkit_house.png",
+                         tips=LCM_TIP + " Lower the Canny thresholds for more edges."))
+        photo = g.node("LoadImage", image="visionkit_house.png", _col=0)
+        hint = g.node("VisionKitCannyEdges", image=photo.out("IMAGE"), low_threshold=100, high_threshold=200, _col=1)
+        g.node("PreviewImage", images=hint.out(), _title="Edges", _col=2)
+        cn_file, prompt, w, h = catalog_file("controlnet-canny-sd15"), \
+            "a gingerbread house in a snowy forest, detailed photo", 768, 512
+    pipe, cond = sd15_lcm(g, prompt, "blurry, low quality", col=0)
+    cn = g.node("VisionKitControlNetLoader", controlnet_name=cn_file, _col=1)
+    ctl = g.node("VisionKitControlNetApply", controlnet=cn.out(), image=hint.out(0), strength=1.0,
+                 start_percent=0.0, end_percent=1.0, _col=2)
+    img = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), control=ctl.out(), seed=7,
+                 steps=4, guidance=1.0, scheduler="lcm", width=w, height=h, batch_size=1, denoise=1.0, _col=3)
+    g.node("SaveImage", images=img.out(), filename_prefix=f"visionkit_controlnet_{kind}", _col=4)
+
+
+def controlnet_pose(g: Graph) -> None:
+    _controlnet(g, "pose")
+
+
+def controlnet_canny(g: Graph) -> None:
+    _controlnet(g, "canny")
+
+
+def groundedsam_mask(g: Graph) -> None:
+    g.note(note_text("Grounded SAM: text → boxes → mask",
+                     "Grounding DINO finds what the prompt names (boxes, previewed), SAM cuts it out (mask "
+                     "overlay, previewed); the mask is saved as a black-and-white image.",
+                     ["grounding-dino-tiny-hf", "sam-b"], inputs="visionkit_lions.png",
+                     tips="Several things at once: 'lion . tree'. Raise box_threshold when it finds too much. "
+                          "The Grounded SAM node does both steps in one node."))
+    img = g.node("LoadImage", image="visionkit_lions.png", _col=0)
+    dino = g.node("VisionKitGroundingDINOLoader", model_name=catalog_file("grounding-dino-tiny-hf"), _col=0)
+    det = g.node("VisionKitGroundingDINODetect", dino_model=dino.out(), image=img.out("IMAGE"), prompt="lion",
+                 _col=1)
+    g.node("PreviewImage", images=det.out("preview"), _title="Boxes", _col=2)
+    sam = g.node("VisionKitSAMLoader", model_name=catalog_file("sam-b"), _col=1)
+    seg = g.node("VisionKitSAMSegment", sam_model=sam.out(), image=img.out("IMAGE"), boxes=det.out("boxes"), _col=2)
+    g.node("PreviewImage", images=seg.out("preview"), _title="Mask overlay", _col=3)
+    m = g.node("MaskToImage", mask=seg.out("mask"), _col=3)
+    g.node("SaveImage", images=m.out(), filename_prefix="visionkit_mask", _col=4)
+
+
+def text_guided_edit(g: Graph) -> None:
+    g.note(note_text("Text-guided edit: turn the left lion into a dog",
+                     "Grounding DINO finds the lions and keeps the left-most box; SAM masks that lion (grown by "
+                     "12 px); SD1.5 + LCM-LoRA repaints the mask from the prompt; the result is pasted into the "
+                     "original through the mask, so nothing outside it changes.",
+                     ["grounding-dino-tiny-hf", "sam-b", "sd15", "lcm-lora-sd15"], inputs="visionkit_lions.png",
+                     tips="Edit another object: change the detection prompt and position (right-most, largest, "
+                          "…) and the prompt of the new content. " + LCM_TIP))
+    img = g.node("LoadImage", image="visionkit_lions.png", _col=0)
+    dino = g.node("VisionKitGroundingDINOLoader", model_name=catalog_file("grounding-dino-tiny-hf"), _col=1)
+    sam = g.node("VisionKitSAMLoader", model_name=catalog_file("sam-b"), _col=1)
+    det = g.node("VisionKitGroundingDINODetect", dino_model=dino.out(), image=img.out("IMAGE"), prompt="lion",
+                 position="left-most", _title="Find the left lion", _col=2)
+    seg = g.node("VisionKitSAMSegment", sam_model=sam.out(), image=img.out("IMAGE"), boxes=det.out("boxes"),
+                 dilation=12, feather=4, _col=3)
+    g.node("PreviewImage", images=seg.out("preview"), _title="Mask", _col=4)
+    pipe, cond = sd15_lcm(g, "a dog sitting in the savanna, detailed photo", "", col=2, band=1)
+    gen = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), image=img.out("IMAGE"),
+                 mask=seg.out("mask"), seed=3, steps=6, guidance=1.0, scheduler="lcm", width=512, height=512,
+                 batch_size=1, denoise=1.0, _col=4, _band=1)
+    paste = g.node("ImageCompositeMasked", destination=img.out("IMAGE"), source=gen.out(), mask=seg.out("mask"),
+                   x=0, y=0, resize_source=False, _title="Paste into the original", _col=5, _band=1)
+    g.node("SaveImage", images=paste.out(), filename_prefix="visionkit_edit", _col=6, _band=1)
+
+
+def upscale(g: Graph) -> None:
+    g.note(note_text("Real-ESRGAN x4 upscale",
+                     "Upscales an image x4 in 256 px tiles (each tile reads 16 px of context, so there are no "
+                     "seams) and saves it.",
+                     ["realesrgan-x4plus"], inputs="visionkit_house.png",
+                     tips="outscale resizes the result to any factor (e.g. 2); a bigger tile is faster and "
+                          "needs more memory, 0 = the whole image at once."), size=(420, 260))
+    img = g.node("LoadImage", image="visionkit_house.png", _col=0)
+    model = g.node("VisionKitUpscaleModelLoader", model_name=catalog_file("realesrgan-x4plus"), _col=1)
+    up = g.node("VisionKitUpscale", upscale_model=model.out(), image=img.out("IMAGE"), outscale=0.0,
+                tile_size=256, tile_pad=16, _col=2)
+    g.node("SaveImage", images=up.out(), filename_prefix="visionkit_x4", _col=3)
+
+
+def clip_zero_shot(g: Graph) -> None:
+    g.note(note_text("CLIP zero-shot: which text fits the image",
+                     "CLIP ranks the candidate texts (one per line) for the image; the table with each text's "
+                     "probability shows on the node.",
+                     ["clip-b32"], inputs="visionkit_lions.png",
+                     tips="The template wraps every text ('a photo of {}.'); several template lines are averaged."),
+           size=(420, 260))
+    img = g.node("LoadImage", image="visionkit_lions.png", _col=0)
+    clip = g.node("VisionKitCLIPLoader", model_name=catalog_file("clip-b32"), _col=1)
+    g.node("VisionKitCLIPZeroShot", clip_model=clip.out(), image=img.out("IMAGE"),
+           labels="two lions\na dog\na house\na person\na bowl of fruit", template="a photo of {}.", show_top=5,
+           _size=[420, 420], _col=2)
+
+
+WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_canny, groundedsam_mask,
+                                      text_guided_edit, upscale, clip_zero_shot)}
+
+
+def build(name: str, defs: dict | None = None) -> tuple[dict, dict]:
+    g = Graph(name, defs or node_defs())
+    WORKFLOWS[name](g)
+    g.layout()
+    return g.to_ui(), g.to_api()
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Write (or --check) workflows/*.json and workflows/api/*.json.")
+    ap.add_argument("--check", action="store_true", help="compare the shipped files with the descriptions")
+    ap.add_argument("names", nargs="*", help="only these workflows")
+    args = ap.parse_args(argv)
+    defs = node_defs()
+    stale = []
+    for name in args.names or WORKFLOWS:
+        ui, api = build(name, defs)
+        for path, obj in ((ROOT / "workflows" / f"{name}.json", ui), (ROOT / "workflows" / "api" / f"{name}.json", api)):
+            text = dumps(obj)
+            if args.check:
+                if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                    stale.append(str(path.relative_to(ROOT)))
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print("out of date (run scripts/dev/build_workflows.py):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
