@@ -42,6 +42,7 @@ API (stable; the InstantID engine uses it too):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +50,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .sd_types import GenerationError
 
-class IPAttentionError(ValueError):
+
+class IPAttentionError(GenerationError):
     """Image-prompt weights that do not fit the pipeline's UNet; the message says which and why."""
 
 
@@ -91,8 +94,8 @@ def ip_layers_from_state_dict(unet, sd: dict, what: str = "IP-Adapter") -> dict:
     `sd` has keys "<n>.to_k_ip.weight" / "<n>.to_v_ip.weight" (an "ip_adapter." prefix is accepted), n
     numbering all attention processors of the UNet in order (cross-attention layers are the odd ones).
     """
-    sd = {k[len("ip_adapter."):] if k.startswith("ip_adapter.") else k: v for k, v in sd.items()}
-    ids = sorted({int(k.split(".", 1)[0]) for k in sd if k.endswith(".to_k_ip.weight") and k.split(".", 1)[0].isdigit()})
+    sd = {k.removeprefix("ip_adapter."): v for k, v in sd.items()}
+    ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"(\d+)\.to_k_ip\.weight$", k))})
     names = cross_attention_names(unet)
     if len(ids) != len(names):
         raise IPAttentionError(f"this {what} has image-prompt weights for {len(ids)} cross-attention layers but the "
@@ -144,7 +147,8 @@ class IPAttention:
             out = []
             for p in parts:
                 if p.ndim != 3:
-                    raise IPAttentionError(f"{t.name}: image tokens must be (batch, tokens, width), got {tuple(p.shape)}")
+                    raise IPAttentionError(f"{t.name}: image tokens must be (batch, tokens, width), not "
+                                           f"{tuple(p.shape)}")
                 if p.shape[0] == 1:
                     p = p.expand(self.batch, -1, -1)
                 elif p.shape[0] != self.batch:
@@ -182,8 +186,8 @@ def _layer_mask(mask: torch.Tensor, ctl: IPAttention, batch: int, n: int, dtype,
     elif ctl.cfg and m.shape[0] * 2 == batch:
         m = torch.cat([m, m])
     elif m.shape[0] != batch:
-        raise IPAttentionError(f"the attention mask has a batch of {mask.shape[0]} for {batch // (2 if ctl.cfg else 1)} "
-                               "images; give one mask for all or one per image")
+        raise IPAttentionError(f"the attention mask has a batch of {mask.shape[0]} for {batch // (2 if ctl.cfg else 1)}"
+                               " images; give one mask for all or one per image")
     return m.unsqueeze(-1).to(device=device, dtype=dtype)
 
 
@@ -281,6 +285,9 @@ def install_ip_attention(patches, unet, terms: Sequence[IPTerm], *, batch: int, 
         unknown = [n for n in term.weights if n not in cross]
         if unknown:
             raise IPAttentionError(f"{term.name}: the UNet has no cross-attention layer {unknown[0]}")
+        if term.mask is not None and term.mask.ndim == 3 and term.mask.shape[0] not in (1, int(batch)):
+            raise IPAttentionError(f"{term.name}: the attention mask has a batch of {term.mask.shape[0]} for {batch} "
+                                   "images; give one mask for all or one per image")
         targets = [n for n in term.weights if term.acts_on(n)]
         if term.blocks is not None and not targets:
             raise IPAttentionError(f"{term.name}: none of the blocks {list(term.blocks)} is a cross-attention layer "

@@ -29,7 +29,8 @@ Run hooks (extension point): VK_CONTROL entries are grouped by kind and each kin
 `RunHook` for the run. A hook may pin models and patch the UNet in `enter(run, patches, stack)` (e.g. IP-Adapter's
 attention processors via `patches.set_attr` / `patches.add`) and add keyword arguments to every UNet call in
 `unet_kwargs(step)` (ControlNet residuals, `added_cond_kwargs` such as image_embeds, `cross_attention_kwargs`).
-"controlnet" is registered here; "ipadapter" / "instantid" are for a later issue (`register_run_hook`).
+"controlnet" is registered here; "ipadapter" (models/ip_adapter.py) and "instantid" (models/instantid.py) are
+registered as "module:attribute" strings, imported on first use so the pack's import stays cheap.
 """
 from __future__ import annotations
 
@@ -159,19 +160,42 @@ class ControlNetHook(RunHook):
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-RUN_HOOKS: dict[str, Callable[[list], RunHook]] = {"controlnet": ControlNetHook}
+# a factory, or "module:attribute" of a factory in this package (imported when a chain first uses the kind)
+RUN_HOOKS: dict[str, Callable[[list], RunHook] | str] = {"controlnet": ControlNetHook,
+                                                          "ipadapter": "ip_adapter:IPAdapterHook",
+                                                          "instantid": "instantid:InstantIDHook"}
 
 
-def register_run_hook(kind: str, factory: Callable[[list], RunHook]) -> None:
-    """Make the sampler apply VK_CONTROL entries of `kind` (factory(entries) → RunHook)."""
+def register_run_hook(kind: str, factory: Callable[[list], RunHook] | str) -> None:
+    """Make the sampler apply VK_CONTROL entries of `kind` (factory(entries) → RunHook, or "module:attribute")."""
     RUN_HOOKS[kind] = factory
+
+
+def _hook_factory(kind):
+    factory = RUN_HOOKS.get(kind)
+    if isinstance(factory, str):
+        import importlib
+
+        mod_name, _, attr = factory.partition(":")
+        full = f"{__package__}.{mod_name}"
+        try:
+            factory = getattr(importlib.import_module(full), attr)
+        except ModuleNotFoundError as ex:
+            if ex.name != full:
+                raise
+            factory = None
+        except AttributeError:
+            factory = None
+        if factory is not None:
+            RUN_HOOKS[kind] = factory
+    return factory
 
 
 def build_hooks(chain) -> list[RunHook]:
     kinds: dict[str, list] = {}
     for e in chain or ():
         kind = getattr(e, "kind", None)
-        if kind not in RUN_HOOKS:
+        if _hook_factory(kind) is None:
             what = KIND_NAMES.get(kind, repr(kind))
             raise GenerationError(f"{what} entries in the control chain are not available yet in the VisionKit sampler"
                                   f" (a later version applies them); remove the {what} node from the chain")

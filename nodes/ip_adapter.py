@@ -1,0 +1,116 @@
+"""IP-Adapter nodes: Load IP-Adapter (adapter + CLIP vision encoder) and Apply IP-Adapter (a VK_CONTROL entry)."""
+from __future__ import annotations
+
+from ..models import folders
+from ..models.imageops import check_image, check_mask
+from ..models.ip_adapter import COMBINE, HANDLE_TYPE, MODES, load_ipadapter
+from ..models.sd_types import ARCH_NAMES, ControlEntry, GenerationError, append_control
+from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+
+
+class VisionKitIPAdapterLoader:
+    DESCRIPTION = ("Loads an IP-Adapter (SD1.5 or SDXL: base, plus, plus-face, full-face; .safetensors or .bin from "
+                   "h94/IP-Adapter) and the CLIP vision encoder it was trained with. The kind, SD1.5/SDXL and the "
+                   "encoder it needs are read from the weights; a wrong pair is explained. Nothing is downloaded.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (HANDLE_TYPE,)
+    RETURN_NAMES = ("ipadapter",)
+    OUTPUT_TOOLTIPS = ("The IP-Adapter with its image encoder, for Apply IP-Adapter.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ipadapter_name": model_combo("ipadapter", "The IP-Adapter weights (e.g. ip-adapter_sd15.safetensors, "
+                                                       "ip-adapter-plus_sdxl_vit-h.safetensors)."),
+            "clip_vision_name": model_combo("clip_vision", "The CLIP vision encoder the adapter was trained with: "
+                                                           "ViT-H/14 (h94 models/image_encoder, e.g. "
+                                                           "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors) for SD1.5 and "
+                                                           "the *_vit-h SDXL adapters, ViT-bigG/14 for "
+                                                           "ip-adapter_sdxl."),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, ipadapter_name, clip_vision_name):
+        msg = validate_model("ipadapter", ipadapter_name)
+        return msg if msg is not True else validate_model("clip_vision", clip_vision_name)
+
+    @classmethod
+    def IS_CHANGED(cls, ipadapter_name, clip_vision_name):
+        return f"{file_fingerprint('ipadapter', ipadapter_name)}|{file_fingerprint('clip_vision', clip_vision_name)}"
+
+    def load(self, ipadapter_name: str, clip_vision_name: str):
+        return (load_ipadapter(folders.resolve("ipadapter", ipadapter_name),
+                               folders.resolve("clip_vision", clip_vision_name)),)
+
+
+class VisionKitIPAdapterApply:
+    DESCRIPTION = ("Adds an image prompt (IP-Adapter) to a VK_CONTROL chain for the sampler: the reference image(s) "
+                   "steer the picture alongside the text prompt. 'style only' / 'composition only' act on the "
+                   "InstantStyle blocks only. Chain several for several references or adapters; they add up.")
+    CATEGORY = f"{CATEGORY}/generation"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("VK_CONTROL",)
+    RETURN_NAMES = ("control",)
+    OUTPUT_TOOLTIPS = ("The chain with this IP-Adapter appended; connect it to the sampler or another Apply node.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ipadapter": (HANDLE_TYPE, {"tooltip": "From VisionKit Load IP-Adapter."}),
+                "image": ("IMAGE", {"tooltip": "The reference image(s). Centre-cropped to a square and resized to the "
+                                               "image encoder's input (224 px for the real encoders)."}),
+                "weight": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.01, "tooltip":
+                           "How strongly the reference steers the image (0 = off; 0.5–1 is typical; with a text "
+                           "prompt, lower values keep more of the prompt)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                  "The fraction of the steps at which the IP-Adapter starts acting."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                "The fraction of the steps at which it stops (a step i of n acts when "
+                                "start <= i/n < end)."}),
+                "mode": (list(MODES), {"default": "standard", "tooltip":
+                         "standard: every cross-attention layer. style only / composition only: InstantStyle's "
+                         "blocks (SDXL up_blocks.0.attentions.1 / down_blocks.2.attentions.1; SD1.5 up_blocks.1 / "
+                         "down_blocks.2, weaker), to take the reference's style or its layout without the rest."}),
+                "combine": (list(COMBINE), {"default": "average", "tooltip":
+                            "Several reference images: average their embeddings (one image's worth of tokens), or "
+                            "concatenate their tokens (each image keeps its own)."}),
+            },
+            "optional": {
+                "attn_mask": ("MASK", {"tooltip": "Where the reference acts (1 = here, 0 = not), in output-image "
+                                                  "coordinates; resized to every attention layer. One mask for all "
+                                                  "images or one per image."}),
+                "control": ("VK_CONTROL", {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
+                                                      "append to."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, weight=1.0, mode="standard", combine="average"):
+        if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+            return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                    "otherwise the IP-Adapter never acts")
+        if not -1.0 <= float(weight) <= 5.0:
+            return f"weight must be between -1 and 5, not {weight}"
+        if mode not in MODES:
+            return f"mode {mode!r} must be one of: {', '.join(MODES)}"
+        if combine not in COMBINE:
+            return f"combine {combine!r} must be one of: {', '.join(COMBINE)}"
+        return True
+
+    def apply(self, ipadapter, image, weight=1.0, start_percent=0.0, end_percent=1.0, mode="standard",
+              combine="average", attn_mask=None, control=None):
+        msg = self.VALIDATE_INPUTS(start_percent, end_percent, weight, mode, combine)
+        if msg is not True:
+            raise ValueError(msg)
+        if control and control[0].arch != ipadapter.arch:
+            raise GenerationError(
+                f"this IP-Adapter is {ARCH_NAMES.get(ipadapter.arch)} but the control chain it is added to is for "
+                f"{ARCH_NAMES.get(control[0].arch)}: every entry of a chain must match the pipeline's architecture")
+        image = check_image(image, "image")[..., :3].detach().cpu()
+        mask = check_mask(attn_mask, "attn_mask").detach().cpu() if attn_mask is not None else None
+        entry = ControlEntry(kind="ipadapter", model=ipadapter, arch=ipadapter.arch, image=image,
+                             strength=float(weight), start=float(start_percent), end=float(end_percent), mask=mask,
+                             extra=(("mode", mode), ("combine", combine)))
+        return (append_control(control, entry),)
