@@ -373,9 +373,21 @@ def test_progress_printer_throttles_progress_lines():
         def flush(self):
             pass
 
-    printer = cli.Printer(Sink(), quiet=False, several=False)
+    printer = cli.Printer(Sink())
     for v in range(1, 101):
         printer(vk.ProgressEvent("progress", "p", "s", node="2", class_type="Upscale", value=v, max=100))
     shown = [ln for ln in lines if ln.strip()]
     assert shown[0].startswith("node 2 (Upscale) 1/100") and shown[-1].startswith("node 2 (Upscale) 100/100")
     assert len(shown) < 10
+
+
+def test_one_validate_inputs_message_for_several_inputs_is_shown_once():
+    # ComfyUI gives a node's VALIDATE_INPUTS message to every input that function takes
+    errs = [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+             "details": f"{n} - tile_size 5 is too small", "extra_info": {"input_name": n}} for n in ("a", "tile_size")]
+    text = vk.format_node_errors({"error": {"message": "Prompt outputs failed validation"},
+                                  "node_errors": {"3": {"errors": errs, "class_type": "Up"}}},
+                                 {"3": {"class_type": "Up", "_meta": {"title": "Big"}}})
+    assert text.splitlines()[1:] == ["  node 3 (Up, 'Big'):",
+                                     "    - inputs 'a', 'tile_size': Custom validation failed for node",
+                                     "      tile_size 5 is too small"]

@@ -75,8 +75,8 @@ def parse_image_arg(text: str):
 class Printer:
     """Progress lines on stderr, one per node step, at most one progress line per node per PROGRESS_EVERY s."""
 
-    def __init__(self, stream, quiet: bool, several: bool):
-        self.stream, self.quiet, self.several = stream, quiet, several
+    def __init__(self, stream, quiet: bool = False):
+        self.stream, self.quiet = stream, quiet
         self._last: dict = {}
 
     def __call__(self, ev) -> None:
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=err)
         return EXIT_USAGE
 
-    printer = Printer(err, args.quiet, len(jobs) > 1)
+    printer = Printer(err, args.quiet)
     items = run_batch(clients, jobs, output_dir=None if args.no_download else args.output, timeout=args.timeout,
                       progress=printer, per_server=args.per_server, seed_random=args.seed_random,
                       types=("output",) if args.no_previews else ("output", "temp"),

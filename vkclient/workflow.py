@@ -218,6 +218,25 @@ def _short(value, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
+def _grouped(errors: list) -> list:
+    """[(input names, message, details)]: one entry for errors that differ only by input. ComfyUI gives a
+    node's VALIDATE_INPUTS message to every input that function takes, as "name - message" details."""
+    groups: dict = {}
+    for err in errors:
+        if not isinstance(err, dict):
+            groups.setdefault(((), _short(err), ""), [])
+            continue
+        name = (err.get("extra_info") or {}).get("input_name")
+        details = str(err.get("details") or "")
+        if name and details.startswith(f"{name} - "):
+            details = details[len(name) + 3:]
+        key = (err.get("type"), err.get("message", err.get("type", "error")), details)
+        names = groups.setdefault(key, [])
+        if name and name not in names:
+            names.append(name)
+    return [(names, message, details) for (_, message, details), names in groups.items()]
+
+
 def format_node_errors(body, prompt: dict | None = None) -> str:
     """A /prompt rejection (HTTP 400 body: {"error": {...}, "node_errors": {...}}) as readable lines: per
     node its id, class and title, then per error the input, the message and the details."""
@@ -241,16 +260,12 @@ def format_node_errors(body, prompt: dict | None = None) -> str:
         entry = entry if isinstance(entry, dict) else {"errors": [entry]}
         cls = entry.get("class_type", "?")
         title = ((prompt or {}).get(node_id, {}).get("_meta") or {}).get("title")
-        shown_title = f" {title!r}" if title and title != cls else ""
+        shown_title = f", {title!r}" if title and title != cls else ""
         lines.append(f"  node {node_id} ({cls}{shown_title}):")
-        for err in entry.get("errors") or []:
-            if not isinstance(err, dict):
-                lines.append(f"    - {_short(err)}")
-                continue
-            name = (err.get("extra_info") or {}).get("input_name")
-            where = f"input {name!r}: " if name else ""
-            lines.append(f"    - {where}{err.get('message', err.get('type', 'error'))}")
-            details = err.get("details")
-            if details and details != err.get("message"):
+        for names, message, details in _grouped(entry.get("errors") or []):
+            where = (f"input {names[0]!r}: " if len(names) == 1 else
+                     f"inputs {', '.join(repr(n) for n in names)}: " if names else "")
+            lines.append(f"    - {where}{message}")
+            if details and details != message:
                 lines.append(f"      {_short(details)}")
     return "\n".join(lines)
