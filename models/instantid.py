@@ -397,6 +397,9 @@ class InstantIDHook:
                 raise InstantIDError(f"the InstantID adapter {handle.name} makes {adapter.shape.output_dim}-wide "
                                      f"tokens but this pipeline's UNet takes {width}-wide ones: it was made for "
                                      "another model")
+            if e.image.shape[0] not in (1, run.batch):
+                raise InstantIDError(f"InstantID has {e.image.shape[0]} keypoint images (one per pose image) but "
+                                     f"{run.batch} images are generated: give one pose image, or one per image")
             cond, uncond = face_tokens(adapter, e.option("embedding"))
             try:
                 weights = ip_layers_from_state_dict(unet, adapter.ip_state_dict(), f"InstantID adapter {handle.name}")

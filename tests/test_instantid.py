@@ -437,6 +437,10 @@ def test_no_face_and_unusable_face_models_say_which_image(pack, models_dir):
         h15 = load_pipeline(str(models_dir / "checkpoints" / "tiny-sd15.safetensors"))
         chain, _ = apply_node(pack, handle, fm, face_scene(1))
         sample(pack, h15, encode(pack, h15), chain)
+    h = tiny_sdxl(models_dir)
+    two_poses, _ = apply_node(pack, handle, fm, face_scene(1), pose_image=torch.cat([face_scene(3), face_scene(4)]))
+    with pytest.raises(GenerationError, match="2 keypoint images .* but 3 images are generated"):
+        sample(pack, h, encode(pack, h), two_poses, batch_size=3)
     assert all(not e["in_use"] for e in get_cache().entries())
 
 
