@@ -406,7 +406,9 @@ class IPAdapterHook:
         try:
             self.ctl = install_ip_attention(patches, unet, terms, batch=run.batch, cfg=run.cfg)
         except IPAttentionError as ex:
-            raise IPAdapterError(str(ex)) from None
+            hint = ": its blocks do not exist in this model, use mode 'standard'" if "none of the blocks" in str(ex) \
+                else ""
+            raise IPAdapterError(f"{ex}{hint}") from None
 
     def unet_kwargs(self, step) -> dict:
         self.ctl.set_step(step.step_index, step.total_steps, tuple(step.latent_model_input.shape[-2:]))

@@ -290,8 +290,9 @@ def install_ip_attention(patches, unet, terms: Sequence[IPTerm], *, batch: int, 
                                    "images; give one mask for all or one per image")
         targets = [n for n in term.weights if term.acts_on(n)]
         if term.blocks is not None and not targets:
+            have = sorted({n.split(".transformer_blocks.")[0] for n in term.weights})
             raise IPAttentionError(f"{term.name}: none of the blocks {list(term.blocks)} is a cross-attention layer "
-                                   "of this UNet")
+                                   f"of this UNet (it has {', '.join(have)})")
         for name in targets:
             attn = unet.get_submodule(name[: -len(".processor")])
             proc = attn.processor

@@ -476,3 +476,39 @@ def test_t2_nodes_in_comfyui(comfy):  # noqa: F811
     assert info[LOADER]["display_name"] == "VisionKit Load IP-Adapter"
     assert info[APPLY]["category"] == "VisionKit/generation" and info[APPLY]["output"] == ["VK_CONTROL"]
     assert info[LOADER]["input"]["required"]["clip_vision_name"][0]
+
+
+def test_two_installs_on_one_unet_add_up_like_one_with_two_terms():
+    """ip_attention's contract for IP-Adapter + InstantID in one run: separate installs stack on the same layers."""
+    from visionkit_pack.models.ip_attention import (
+        IPTerm,
+        describe_installed,
+        install_ip_attention,
+        ip_layers_from_state_dict,
+    )
+    from visionkit_pack.models.patching import RunPatches
+    from vk_testing.tiny_ipadapter import tiny_ipadapter
+    from vk_testing.tiny_sd import tiny_components
+
+    unet = tiny_components("sd15")["unet"].float()
+    g = torch.Generator().manual_seed(0)
+    terms = []
+    for seed, scale in ((1, 0.7), (2, 1.3)):
+        w = {n: (k.float(), v.float()) for n, (k, v) in
+             ip_layers_from_state_dict(unet, tiny_ipadapter("sd15", "base", seed)["ip_adapter"]).items()}
+        terms.append(IPTerm(w, torch.randn(1, 4, 16, generator=g), torch.randn(1, 4, 16, generator=g), scale))
+    x, ehs = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 7, 16, generator=g)
+    before = dict(unet.attn_processors)
+
+    def run(groups):
+        with torch.no_grad(), RunPatches(unet) as patches:
+            for group in groups:
+                install_ip_attention(patches, unet, group, batch=2, cfg=True).set_step(0, 1, (8, 8))
+            assert set(describe_installed(unet).values()) == {2}
+            return unet(x, 10, ehs).sample
+
+    one, two = run([terms]), run([terms[:1], terms[1:]])
+    assert torch.equal(one, two)
+    assert all(unet.attn_processors[k] is p for k, p in before.items()) and not describe_installed(unet)
+    with torch.no_grad():
+        assert (unet(x, 10, ehs).sample - one).abs().max() > 1e-3
