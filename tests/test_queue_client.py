@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 
 import pytest
 
@@ -201,8 +202,30 @@ def test_timeout_cancels_the_prompt(fake, files, capsys):
     assert "did not finish within 0.5 s (it was still waiting in the server's queue)" in stderr, stderr
     summary = json.loads(stdout)["jobs"][0]
     assert summary["status"] == "timeout"
-    pid = summary["prompt_id"]
-    assert ("delete", [pid]) in fake.cancelled and ("interrupt", {"prompt_id": pid}) in fake.cancelled
+    assert fake.cancelled == [("delete", [summary["prompt_id"]])]  # waiting: taken off the queue
+
+
+def test_timeout_while_running_interrupts_that_prompt_only(fake, files):
+    wf, img, out = files
+    fake.node_delay = 2.0
+    job = vk.Client(fake.url).queue(vk.load_workflow(wf), images=[img])
+    with pytest.raises(vk.JobTimeout, match=r"within 0.3 s \(it was running node 1 \(LoadImage\)\)"):
+        job.wait(timeout=0.3)
+    assert vk.Client(fake.url).cancel(job.prompt_id) == "interrupted"
+    assert fake.cancelled == [("interrupt", {"prompt_id": job.prompt_id})]
+    assert vk.Client(fake.url).cancel("not-queued") is None and len(fake.cancelled) == 1
+
+
+def test_client_imports_only_the_standard_library():
+    code = ("import sys\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "import vkclient, vkclient.cli\n"
+            "top = {m.split('.')[0] for m in sys.modules}\n"
+            "print(sorted(top - set(sys.stdlib_module_names) - {'vkclient', '__main__'}))\n")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # ---------------------------------------------------------------- websocket trouble

@@ -233,10 +233,21 @@ class Client:
         spec = info.get("input") or {}
         return set(spec.get("required") or {}) | set(spec.get("optional") or {})
 
-    def cancel(self, prompt_id: str) -> None:
-        """Remove a prompt from the queue, or interrupt it when it is the one running."""
-        self.post("/queue", {"delete": [prompt_id]})
-        self.post("/interrupt", {"prompt_id": prompt_id})
+    def cancel(self, prompt_id: str) -> str | None:
+        """Take a prompt off the server: removed from the queue when waiting, interrupted when running.
+        Returns "deleted", "interrupted" or None (not queued any more). Only a prompt seen running is
+        interrupted (older servers ignore the prompt id of /interrupt and would stop any prompt)."""
+        q = self.get("/queue") or {}
+
+        def ids(items):
+            return {item[1] for item in items or [] if isinstance(item, (list, tuple)) and len(item) > 1}
+        if prompt_id in ids(q.get("queue_pending")):
+            self.post("/queue", {"delete": [prompt_id]})
+            return "deleted"
+        if prompt_id in ids(q.get("queue_running")):
+            self.post("/interrupt", {"prompt_id": prompt_id})
+            return "interrupted"
+        return None
 
     # ------------------------------------------------------------ files
     def upload_image(self, source, name: str | None = None, subfolder: str = "", overwrite: bool = False) -> str:

@@ -120,6 +120,8 @@ class FakeComfy:
         self.pongs = 0
         self.running = 0
         self.max_running = 0
+        self.running_ids: list = []
+        self.pending_ids: list = []          # prompts that `hang` keeps waiting
         self.intervals: list = []            # (start, end) monotonic seconds of each executed prompt
         self._sockets: dict[str, _Socket] = {}
         self._lock = threading.Lock()
@@ -154,10 +156,12 @@ class FakeComfy:
                     with fake._lock:
                         entry = fake.history.get(pid)
                     return self._send(200, {pid: entry} if entry else {})
-                if url.path == "/queue":
+                if url.path == "/queue":  # items are [number, prompt_id, prompt, extra_data, outputs]
                     with fake._lock:
-                        running = [[0, "x"]] * min(fake.load, 1) + [[0, "r"]] * fake.running
-                    pending = [[0, "p"]] * max(fake.load - 1, 0)
+                        running = [[0, "other", {}, {}, []]] * min(fake.load, 1) + [
+                            [0, pid, {}, {}, []] for pid in fake.running_ids]
+                        pending = [[0, "other", {}, {}, []]] * max(fake.load - 1, 0) + [
+                            [0, pid, {}, {}, []] for pid in fake.pending_ids]
                     return self._send(200, {"queue_running": running, "queue_pending": pending})
                 if url.path.startswith("/object_info/"):
                     cls = urllib.parse.unquote(url.path[len("/object_info/"):])
@@ -260,7 +264,10 @@ class FakeComfy:
         pid = str(uuid.uuid4())
         self.prompts.append(body)
         handler._send(200, {"prompt_id": pid, "number": number, "node_errors": {}})
-        if not self.hang:
+        if self.hang:
+            with self._lock:
+                self.pending_ids.append(pid)
+        else:
             threading.Thread(target=self._execute, args=(pid, body["prompt"], body.get("client_id")),
                              daemon=True).start()
 
@@ -268,12 +275,14 @@ class FakeComfy:
         with self._lock:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
+            self.running_ids.append(pid)
         t0 = time.monotonic()
         try:
             self._run_nodes(pid, prompt, cid)
         finally:
             with self._lock:
                 self.running -= 1
+                self.running_ids.remove(pid)
                 self.intervals.append((t0, time.monotonic()))
 
     def _run_nodes(self, pid: str, prompt: dict, cid: str) -> None:
