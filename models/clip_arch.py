@@ -42,34 +42,11 @@ def classify_state_dict(sd: dict) -> str:
 
 
 def describe_foreign(sd: dict, name: str = "this file") -> str:
-    keys = list(sd)
-    guess = None
-    if _has(sd, "image_encoder.") and _has(sd, "mask_decoder."):
-        guess = "a SAM (segment-anything) checkpoint: put it in the sams folder and use 'VisionKit Load SAM Model'"
-    elif "conv_first.weight" in sd and any(".rdb1." in k for k in keys):
-        guess = ("a Real-ESRGAN upscaler (RRDBNet): put it in upscale_models and use "
-                 "'VisionKit Load Upscale Model (Real-ESRGAN)'")
-    elif "body.0.weight" in sd and not _has(sd, "visual.", "vision_model."):
-        guess = ("a Real-ESRGAN upscaler (SRVGGNetCompact): put it in upscale_models and use "
-                 "'VisionKit Load Upscale Model (Real-ESRGAN)'")
-    elif _has(sd, "model.diffusion_model.", "first_stage_model.", "conditioner.embedders."):
-        guess = "a Stable Diffusion checkpoint: put it in checkpoints (for VisionKit's pipeline loader)"
-    elif (_has(sd, "vision_model.", "visual.") or "visual_projection.weight" in sd) and not _has(
-            sd, "text_model.", "token_embedding.", "transformer.resblocks.", "text."):
-        guess = ("a CLIP vision encoder without its text tower (as IP-Adapter uses, e.g. "
-                 "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors in clip_vision); zero-shot and ranking need the full "
-                 "CLIP model (image and text towers)")
-    elif _has(sd, "text_model.", "token_embedding.", "transformer.resblocks.") and not _has(
-            sd, "vision_model.", "visual."):
-        guess = ("a CLIP text encoder only (as Stable Diffusion uses; ComfyUI keeps those in text_encoders); "
-                 "zero-shot and ranking need the full CLIP model (image and text towers)")
-    elif _has(sd, "image_proj.", "ip_adapter."):
-        guess = "IP-Adapter weights: put them in ipadapter"
-    elif _has(sd, "transformer.encoder.", "backbone.", "bert.") or any("transformer.decoder" in k for k in keys):
-        guess = "a detection model (Grounding DINO?): put it in grounding-dino and use 'VisionKit Load Grounding DINO Model'"
-    elif _has(sd, "lora_unet_", "lora_te") or any(".lora_down." in k or "lora_A" in k for k in keys):
-        guess = "a LoRA: put it in loras"
-    what = guess or f"an unknown model (first keys: {', '.join(keys[:4]) or 'none'})"
+    from .identify import what_is
+
+    what = what_is(sd, exclude="clip")
+    if what.startswith(("a CLIP vision encoder", "a CLIP text encoder")):
+        what += "; zero-shot and ranking need the full CLIP model (image and text towers)"
     return (f"{name} is not a CLIP model (open_clip checkpoint or transformers CLIPModel); it looks like {what}. "
             "Put an open_clip checkpoint (.safetensors/.bin) or a transformers CLIPModel folder into clip_models.")
 

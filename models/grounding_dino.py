@@ -79,29 +79,11 @@ class DinoBundle:
 
 def describe_foreign(sd: dict, name: str) -> str:
     """Say what a state-dict that is not Grounding DINO probably is (people pick the wrong file)."""
-    keys = list(sd)
-    guess = None
-    if any(k.startswith("image_encoder.") for k in keys) and any(k.startswith("mask_decoder.") for k in keys):
-        guess = ("a SAM (segment-anything) checkpoint: put it in models/sams and load it with 'VisionKit "
-                 "Load SAM Model'")
-    elif any(k.startswith(("model.diffusion_model.", "first_stage_model.", "conditioner.")) for k in keys):
-        guess = "a Stable Diffusion checkpoint: load it with 'VisionKit Pipeline Loader'"
-    elif any(k.startswith(("model.backbone.conv_encoder.", "model.text_backbone.")) for k in keys):
-        guess = ("the weights of a transformers-format Grounding DINO folder: keep the file inside its folder "
-                 "with config.json and the tokenizer files, and choose the folder")
-    else:
-        from .upscale import upscaler_guess
+    from .identify import what_is
 
-        guess = upscaler_guess(sd, name)
-    if guess is None:
-        if any(k.startswith(("text_model.", "vision_model.", "visual.", "transformer.resblocks.")) for k in keys):
-            guess = "a CLIP model: load it with 'VisionKit CLIP Loader'"
-        elif any(k.startswith(("embeddings.word_embeddings", "bert.embeddings")) for k in keys):
-            guess = "a BERT text encoder alone (Grounding DINO needs the whole detector)"
-        else:
-            guess = f"an unknown model (first keys: {', '.join(keys[:3]) or 'none'})"
-    return (f"{name} is not a Grounding DINO model; it looks like {guess}. Put groundingdino_swint_ogc.pth "
-            "(with its BERT tokenizer files) or a transformers Grounding DINO folder in models/grounding-dino.")
+    return (f"{name} is not a Grounding DINO model; it looks like {what_is(sd, exclude='grounding_dino')}. Put "
+            "groundingdino_swint_ogc.pth (with its BERT tokenizer files) or a transformers Grounding DINO folder in "
+            "models/grounding-dino.")
 
 
 def _read_json(path: str) -> dict:

@@ -31,7 +31,8 @@ def check_image(image, name: str = "image") -> torch.Tensor:
     if c == 1:
         image = image.expand(b, h, w, 3)
     elif c not in (3, 4):
-        raise ImageInputError(f"{name} has {c} channels; VisionKit takes RGB (3), RGBA (4) or grayscale (1)")
+        raise ImageInputError(f"{name} has {c} channels; VisionKit takes RGB (3), RGBA (4) or grayscale (1): "
+                              "convert it to RGB first (e.g. save it as PNG/JPEG and load it with Load Image)")
     image = image.float()
     if not torch.isfinite(image).all():
         bad = int((~torch.isfinite(image)).sum())
@@ -42,18 +43,21 @@ def check_image(image, name: str = "image") -> torch.Tensor:
 
 def check_mask(mask, name: str = "mask") -> torch.Tensor:
     if not isinstance(mask, torch.Tensor):
-        raise ImageInputError(f"{name} is a {type(mask).__name__}, not a MASK tensor")
+        raise ImageInputError(f"{name} is a {type(mask).__name__}, not a MASK tensor; connect a MASK output "
+                              "(e.g. Load Image's mask, or a VisionKit segmentation node)")
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)
     if mask.ndim == 4 and mask.shape[-1] == 1:
         mask = mask[..., 0]
     if mask.ndim != 3:
-        raise ImageInputError(f"{name} has shape {tuple(mask.shape)}; a MASK is (batch, height, width)")
+        raise ImageInputError(f"{name} has shape {tuple(mask.shape)}; a MASK is (batch, height, width): connect a "
+                              "MASK output, or convert the image to a mask (e.g. core 'Convert Image to Mask')")
     if mask.numel() == 0:
-        raise ImageInputError(f"{name} is empty (shape {tuple(mask.shape)})")
+        raise ImageInputError(f"{name} is empty (shape {tuple(mask.shape)}); connect a mask with pixels")
     mask = mask.float()
     if not torch.isfinite(mask).all():
-        raise ImageInputError(f"{name} contains NaN or infinite values")
+        raise ImageInputError(f"{name} contains NaN or infinite values; the node that made it went wrong (check its "
+                              "inputs)")
     return mask
 
 

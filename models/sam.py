@@ -56,11 +56,10 @@ def detect_arch(sd: dict, name: str = "file") -> SamArch:
         if any(k.startswith("image_encoder.layers.") for k in keys):
             raise SamModelError(f"{name} is a MobileSAM (TinyViT encoder) checkpoint: not supported yet. Use an "
                                 "original SAM checkpoint.")
-        from .upscale import describe_foreign
+        from .identify import what_is
 
-        guess = describe_foreign(sd, name).split("it looks like ", 1)[-1].split(". Put", 1)[0]
         raise SamModelError(f"{name} is not a segment-anything checkpoint (no image_encoder.patch_embed); it looks "
-                            f"like {guess}. Put a SAM file such as sam_vit_b_01ec64.pth in sams.")
+                            f"like {what_is(sd, exclude='sam')}. Put a SAM file such as sam_vit_b_01ec64.pth in sams.")
     w = sd["image_encoder.patch_embed.proj.weight"]
     embed, patch = int(w.shape[0]), int(w.shape[-1])
     depth = len({int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))})

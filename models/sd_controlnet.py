@@ -97,7 +97,7 @@ def _layout(sd: dict, name: str) -> str:
         return "diffusers"
     from .sd_lora import describe_sd_file
 
-    raise ControlNetError(f"{name} is not a ControlNet: it looks like {describe_sd_file(sd)}. Put ControlNet "
+    raise ControlNetError(f"{name} is not a ControlNet: it looks like {describe_sd_file(sd, 'controlnet')}. Put ControlNet "
                           "files (e.g. control_v11p_sd15_canny.safetensors) in models/controlnet.")
 
 

@@ -82,39 +82,16 @@ def describe_foreign(sd: dict, name: str) -> str:
         return (f"{name} looks like {unsupported}, which is not supported: VisionKit runs SD1.5 and SDXL pipelines. "
                 + WHERE)
     guess = None
-    if any("lora_" in k or ".lora_down." in k or ".lora_A." in k or "lora_unet" in k or k.startswith("lora_te")
-           for k in keys):
-        guess = "a LoRA: put it in models/loras and apply it with 'VisionKit Load LoRA'"
-    elif _has(keys, "control_model.", "input_hint_block.", "controlnet_cond_embedding.", "zero_convs.",
-              "controlnet_down_blocks."):
-        guess = "a ControlNet: put it in models/controlnet and load it with 'VisionKit Load ControlNet'"
-    elif _has(keys, "image_encoder.") and _has(keys, "mask_decoder."):
-        guess = "a SAM (segment-anything) checkpoint: put it in models/sams and load it with 'VisionKit Load SAM Model'"
-    elif _has(keys, "image_proj.", "ip_adapter.", "ip_adapter"):
-        guess = "IP-Adapter weights: put them in models/ipadapter"
-    elif ({"encoder.conv_in.weight", "decoder.conv_in.weight"} <= set(keys)
-          or {VAE + "encoder.conv_in.weight", VAE + "decoder.conv_in.weight"} <= set(keys)) and not _has(keys, UNET):
-        guess = "a VAE alone: put it in models/vae and choose it as the loader's vae_name"
-    elif "conv_in.weight" in sd and _has(keys, "down_blocks.") and _has(keys, "time_embedding."):
-        guess = ("a diffusers-format UNet alone (diffusion_pytorch_model.safetensors): choose the whole diffusers "
-                 "folder, the one with model_index.json, from models/diffusers")
-    elif _has(keys, UNET):
+    if not _has(keys, "model.diffusion_model.", "conditioner.embedders.", "cond_stage_model.") or not _has(keys, UNET):
+        from .identify import what_is
+
+        guess = what_is(sd, exclude="checkpoint")
+    else:
         missing = [what for what, p in (("a VAE (first_stage_model.*)", (VAE,)),
                                         ("a text encoder", (SD15_TEXT, SDXL_TEXT1, SDXL_TEXT2)))
                    if not _has(keys, *p)]
         guess = ("a Stable Diffusion UNet without " + " and ".join(missing or ["the parts SD1.5 / SDXL have"])
                  + ": use the full checkpoint, or its diffusers folder")
-    else:
-        from .upscale import upscaler_guess
-
-        guess = upscaler_guess(sd, name)
-    if guess is None:
-        if _has(keys, "text_model.", "vision_model.", "visual.", "transformer.resblocks."):
-            guess = "a CLIP model: put it in models/clip_models (or clip_vision for IP-Adapter)"
-        elif any("backbone" in k or "transformer.encoder" in k for k in keys):
-            guess = "a detection model (Grounding DINO?): put it in models/grounding-dino"
-        else:
-            guess = f"an unknown model (first keys: {', '.join(keys[:3]) or 'none'})"
     return f"{name} is not an SD1.5 or SDXL checkpoint; it looks like {guess}. " + WHERE
 
 

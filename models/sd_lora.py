@@ -92,36 +92,11 @@ class LoraFile:
 
 
 # ------------------------------------------------------------------ what a non-LoRA file is
-def describe_sd_file(sd: dict) -> str:
-    """What a weights file probably is, in words (for 'wrong file' messages)."""
-    keys = list(sd)
+def describe_sd_file(sd: dict, exclude: str = "lora") -> str:
+    """What a weights file probably is, in words (for 'wrong file' messages); see models/identify.py."""
+    from .identify import what_is
 
-    def has(*prefixes):
-        return any(k.startswith(prefixes) for k in keys)
-
-    def contains(*parts):
-        return any(p in k for k in keys for p in parts)
-
-    if any(k.endswith(("lora_down.weight", "lora_A.weight", "lora.down.weight")) for k in keys):
-        return "a LoRA: it goes in models/loras, for 'VisionKit Load LoRA'"
-    if has("image_encoder.") and has("mask_decoder."):
-        return "a SAM (segment-anything) checkpoint: it goes in models/sams, for 'VisionKit Load SAM Model'"
-    if has("control_model.") or has("controlnet_cond_embedding.") or has("input_hint_block."):
-        return "a ControlNet: it goes in models/controlnet, for 'VisionKit Load ControlNet'"
-    if has("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.embedders."):
-        return "a full Stable Diffusion checkpoint: it goes in models/checkpoints, for 'VisionKit Load Pipeline'"
-    if has("image_proj.", "ip_adapter.") or contains("to_k_ip", "to_v_ip"):
-        return "an IP-Adapter: it goes in models/ipadapter"
-    if has("conv_first.", "body.") or contains("residual_group"):
-        return "an upscale model: it goes in models/upscale_models"
-    if has("emb_params", "string_to_param", "clip_l", "clip_g") and len(keys) <= 4:
-        return "a textual-inversion embedding, not a LoRA"
-    if has("double_blocks.", "single_blocks.", "transformer.", "lora_transformer_", "diffusion_model.double_blocks") \
-            or contains("lora_unet_double_blocks", "lora_unet_single_blocks", "joint_blocks"):
-        return "a model or LoRA for another architecture (Flux / SD3 / a DiT); VisionKit runs SD1.5 and SDXL"
-    if has("down_blocks.", "mid_block.", "up_blocks.", "encoder.", "decoder.", "text_model."):
-        return "full model weights (a UNet, VAE or text encoder), not a LoRA"
-    return "an unknown model (first keys: " + ", ".join(keys[:3]) + ")"
+    return what_is(sd, exclude=exclude)
 
 
 # ------------------------------------------------------------------ parsing

@@ -84,7 +84,7 @@ def _number(name, value, lo, hi, whole=True):
     if whole:
         v = value if isinstance(value, int) else int(v)  # exact for seeds up to 2^64-1
     if not lo <= v <= hi:
-        return f"{name} {value} is outside {lo}..{hi}"
+        return f"{name} {value} is outside {lo}..{hi}: set it within that range"
     return None
 
 

@@ -78,30 +78,18 @@ def detect_arch(sd: dict, name: str = "file") -> UpscaleArch:
 
 def upscaler_guess(sd: dict, name: str = "file") -> str | None:
     """For other loaders' wrong-file messages: where this file belongs if it is a Real-ESRGAN model."""
-    try:
-        arch = detect_arch(sd, name)
-    except Exception:  # any other layout: not an upscaler (a describer must never fail itself)
-        return None
-    return (f"a Real-ESRGAN upscaler ({arch.describe()}): put it in models/upscale_models and load it "
-            "with 'VisionKit Load Upscale Model (Real-ESRGAN)'")
+    from .identify import _upscaler
+
+    return _upscaler(sd)
 
 
 def describe_foreign(sd: dict, name: str) -> str:
     """Say what a non-Real-ESRGAN file probably is (people pick the wrong file all the time)."""
-    keys = list(sd)
-    guess = "an unknown model"
-    if any(k.startswith("image_encoder.") for k in keys) and any(k.startswith("mask_decoder.") for k in keys):
-        guess = "a SAM (segment-anything) checkpoint: choose it in 'VisionKit SAM Loader'"
-    elif any("layers.0.residual_group" in k for k in keys) or any(k.startswith("layers.0.blocks") for k in keys):
-        guess = "a SwinIR/Swin2SR model, which VisionKit does not run (ComfyUI's core upscale loader does)"
-    elif any(k.startswith("model.0.") for k in keys) and any(".sub." in k for k in keys):
-        guess = "an ESRGAN model in the old 'model.N' layout; re-save it with Real-ESRGAN key names"
-    elif any(k.startswith(("model.diffusion_model.", "first_stage_model.")) for k in keys):
-        guess = "a Stable Diffusion checkpoint: choose it in 'VisionKit Pipeline Loader'"
-    elif any("transformer.encoder" in k or "backbone" in k for k in keys):
-        guess = "a detection model (Grounding DINO?): choose it in 'VisionKit Grounding DINO Loader'"
-    return (f"{name} is not a Real-ESRGAN model (RRDBNet or SRVGGNetCompact); it looks like {guess}. "
-            "Put a Real-ESRGAN file such as RealESRGAN_x4plus.pth in upscale_models.")
+    from .identify import what_is
+
+    return (f"{name} is not a Real-ESRGAN model (RRDBNet or SRVGGNetCompact); it looks like "
+            f"{what_is(sd, exclude='realesrgan')}. Put a Real-ESRGAN file such as RealESRGAN_x4plus.pth in "
+            "upscale_models.")
 
 
 def build_network(arch: UpscaleArch):

@@ -72,7 +72,7 @@ class VisionKitControlNetApply:
     def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, strength=1.0):
         if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
             return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                    "otherwise the ControlNet never acts")
+                    "otherwise the ControlNet never acts: set start_percent below end_percent")
         if not 0.0 <= float(strength) <= 10.0:
             return f"strength must be between 0 and 10, not {strength}"
         return True

@@ -389,7 +389,8 @@ def wrong_models(models_dir, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name, words", [
     ("sam_vit_b.pth", ["not a CLIP model", "SAM (segment-anything)", "sams"]),
     ("RealESRGAN_x4plus.pth", ["not a CLIP model", "Real-ESRGAN", "upscale_models"]),
-    ("clip_vision_h.safetensors", ["CLIP vision encoder without its text tower", "clip_vision"]),
+    ("clip_vision_h.safetensors", ["CLIP vision encoder (image tower only", "models/clip_vision",
+                                   "need the full CLIP model"]),
     ("clip_l_text.safetensors", ["CLIP text encoder only", "text_encoders"]),
     ("truncated.safetensors", ["not a valid safetensors file", "download it again"]),
     ("empty.pth", ["empty (zero-byte) file"]),
