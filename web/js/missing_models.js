@@ -37,27 +37,30 @@ function comboValues(widget) {
 
 /** The notice's text for one empty dropdown (several folder keys: any of them will do). */
 export function noticeText(inputName, keys, folders) {
-  const lines = [`No model files for "${inputName}" yet.`];
+  const lines = [`No model files for ${inputName} yet.`];
   keys.forEach((key, i) => {
     const f = folders[key];
     if (!f) return;
     if (i > 0) lines.push("or");
-    lines.push(`Put ${f.holds} into:`);
     const paths = f.folders?.length ? f.folders : [`ComfyUI/models/${f.folder ?? key}`];
-    lines.push(`  ${paths[0]}`);
+    lines.push(`Put ${f.holds} into`, `  ${paths[0]}`);
     if (paths.length > 1) lines.push(`  (also searched: ${paths.slice(1).join(", ")})`);
     const cat = f.catalog ?? [];
     if (cat.length) {
       lines.push("for example:");
-      for (const m of cat) {
-        lines.push(`  • ${m.file} — ${m.used_by}; from ${m.source} (${m.licence})`);
-      }
+      for (const m of cat) lines.push(`  • ${m.file} (${m.source}; ${m.licence})`);
     } else if (f.get) {
       lines.push(`for example ${f.get}`);
     }
   });
-  lines.push("Then press R (or Refresh) to reload the lists. The README's Models table has every file.");
+  lines.push("Then press R to reload the lists (the README's Models table lists every file).");
   return lines.join("\n");
+}
+
+/** Rows the notice needs at the node's width (long lines wrap). */
+function rows(text, width) {
+  const perRow = Math.max(20, Math.floor((width - 24) / 6.6));
+  return text.split("\n").reduce((n, line) => n + Math.max(1, Math.ceil(line.length / perRow)), 0);
 }
 
 function setNotice(node, text) {
@@ -78,14 +81,14 @@ function setNotice(node, text) {
       hideOnZoom: false,
       getValue: () => box.textContent,
       setValue: () => {},
-      getMinHeight: () => Math.min(260, 26 + 17 * (box.textContent.split("\n").length)),
+      getMinHeight: () => Math.min(420, 16 + 17.5 * rows(box.textContent, node.size[0])),
     });
     widget.serialize = false; // and out of the workflow's saved widget values
     widget.vkBox = box;
   }
   widget.vkBox.textContent = text;
-  const size = node.computeSize();
-  node.setSize?.([Math.max(node.size[0], 360), Math.max(node.size[1], size[1])]);
+  node.setSize?.([Math.max(node.size[0], 420), node.size[1]]); // wide enough to read, then tall enough
+  node.setSize?.([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
   node.setDirtyCanvas?.(true, true);
 }
 
