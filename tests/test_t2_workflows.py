@@ -1,0 +1,96 @@
+"""T2: every shipped API workflow queued on a real ComfyUI (the shared `comfy` server) with the tiny models.
+
+The server's own models folder gets links with the real model names (tests/vk_testing/workflows.py), and its
+input folder the example images, so the shipped files are queued as they are (text-to-image sizes lowered).
+Each prompt must finish with status success in /history and its images must be fetchable from /view; a broken
+prompt is rejected with node_errors and the server answers the next one; /api/workflow_templates serves the
+canvas files.
+"""
+from __future__ import annotations
+
+import io
+import json
+import urllib.parse
+
+import pytest
+
+from vk_testing import workflows as W
+from vk_testing.comfy_server import PACK_FOLDER, comfy  # noqa: F401  (the session fixture)
+
+pytestmark = pytest.mark.t2
+
+
+@pytest.fixture(scope="module")
+def server(comfy):  # noqa: F811
+    W.link_real_names(comfy.base_dir / "models", comfy.models_dir)
+    W.copy_inputs(comfy.base_dir / "input")
+    return comfy
+
+
+def fetch(srv, path: str) -> bytes:
+    with srv._opener.open(srv.url + path, timeout=30) as r:
+        assert r.status == 200, (path, r.status)
+        return r.read()
+
+
+def view(srv, image: dict):
+    from PIL import Image
+
+    q = urllib.parse.urlencode({"filename": image["filename"], "subfolder": image.get("subfolder", ""),
+                                "type": image.get("type", "output")})
+    return Image.open(io.BytesIO(fetch(srv, f"/view?{q}")))
+
+
+def find_one(api: dict, class_type: str) -> str:
+    (nid,) = [k for k, n in api.items() if n["class_type"] == class_type]
+    return nid
+
+
+def test_templates_route_lists_the_shipped_workflows(server):
+    listed = server.get_json("/api/workflow_templates")
+    assert sorted(listed.get(PACK_FOLDER, [])) == W.names(), listed
+    served = json.loads(fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/upscale.json"))
+    assert served == W.load_ui("upscale")
+
+
+@pytest.mark.parametrize("name", W.names())
+def test_api_workflow_succeeds_and_its_images_can_be_fetched(server, name):
+    api = W.for_tests(W.load_api(name))
+    entry = server.run_prompt(api, timeout=300)
+    assert entry["status"]["status_str"] == "success"
+    outputs = entry["outputs"]
+    image_nodes = [nid for nid, n in api.items() if n["class_type"] in ("SaveImage", "PreviewImage")]
+    for nid in image_nodes:
+        assert outputs.get(nid, {}).get("images"), f"{name}: node {nid} ({api[nid]['class_type']}) has no images"
+        for image in outputs[nid]["images"]:
+            im = view(server, image)
+            assert im.width > 0 and im.height > 0
+    readouts = [nid for nid, n in api.items() if n["class_type"] == "VisionKitCLIPZeroShot"]
+    for nid in readouts:
+        assert outputs[nid]["text"][0].strip(), outputs[nid]
+    if name == "upscale":
+        (image,) = outputs[find_one(api, "SaveImage")]["images"]
+        src = view(server, {"filename": api[find_one(api, "LoadImage")]["inputs"]["image"], "type": "input"})
+        assert view(server, image).size == (src.width * 4, src.height * 4)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("model", "was not found"),
+    ("link", "Required input is missing"),
+])
+def test_broken_prompt_returns_node_errors_and_the_server_lives_on(server, breakage, message):
+    # (ComfyUI still runs the outputs a broken node does not feed, answering 200 with node_errors; in the
+    # upscale workflow every output depends on the broken node, so the whole prompt is refused)
+    api = W.load_api("upscale")
+    if breakage == "model":
+        nid = find_one(api, "VisionKitUpscaleModelLoader")
+        api[nid]["inputs"]["model_name"] = "RealESRGAN_x5_missing.pth"
+    else:
+        nid = find_one(api, "VisionKitUpscale")
+        del api[nid]["inputs"]["image"]
+    status, body = server.submit(api)
+    assert status == 400, (status, body)
+    assert nid in body["node_errors"], body
+    assert message in json.dumps(body["node_errors"][nid]), body["node_errors"][nid]
+    entry = server.run_prompt(W.for_tests(W.load_api("upscale")), timeout=300)
+    assert entry["status"]["status_str"] == "success"
