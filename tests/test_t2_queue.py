@@ -132,3 +132,17 @@ def test_batch_on_one_server_given_twice(comfy, tmp_path):  # noqa: F811
         with Image.open(path) as im:
             sizes.append(im.size)
     assert sizes == [(64, 64), (96, 64)]
+
+
+def test_shipped_upscale_workflow_from_the_cli(comfy, tmp_path, capsys):  # noqa: F811
+    wf = ROOT / "workflows" / "api" / "upscale.json"
+    if not wf.is_file():
+        pytest.skip("workflows/api/upscale.json is not there")
+    out = tmp_path / "out"
+    code = cli.main([str(wf), "--server", comfy.url, "--image", str(photo(tmp_path, 24, 16)), "-o", str(out),
+                     "--set", f"VisionKitUpscaleModelLoader.model_name={TINY_X4}", "--json"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    [path] = json.loads(stdout)["jobs"][0]["files"]
+    with Image.open(path) as im:
+        assert im.size == (96, 64)
