@@ -414,3 +414,14 @@ def test_one_validate_inputs_message_for_several_inputs_is_shown_once():
     assert text.splitlines()[1:] == ["  node 3 (Up, 'Big'):",
                                      "    - inputs 'a', 'tile_size': Custom validation failed for node",
                                      "      tile_size 5 is too small"]
+
+
+def test_a_server_that_accepts_but_never_answers(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # listens, never replies
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(vk.ServerUnreachable, match=r"did not answer POST /prompt within 0.3 s"):
+            vk.Client(url, timeout=0.3).queue(graph(), websocket=False)

@@ -185,6 +185,9 @@ class Client:
             status, payload = e.code, e.read()
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
+            if isinstance(reason, TimeoutError):
+                raise ServerUnreachable(f"ComfyUI at {self.url} did not answer {method} {path.split('?')[0]} "
+                                        f"within {self.timeout:g} s") from None
             raise ServerUnreachable(f"cannot reach ComfyUI at {self.url} ({reason}); is it running? Start it "
                                     f"with ./scripts/start, or pass the right --server URL") from None
         if not raw:
