@@ -1,0 +1,229 @@
+"""The shared cache under concurrent use, through a real loader (the Real-ESRGAN loader node and its files).
+
+Many threads start together (a barrier) and ask for the same file and for different files. Counted: the
+builder's calls (`upscale.build_network`) and the file reads (`torch.load` / safetensors' `load_file`,
+slowed down so the threads really overlap). Each file must be read and built once; different files load
+side by side; under a small VISIONKIT_CACHE_GB the cache evicts but never holds more than its budget
+beyond the models in use, and ends within it; a purge from another thread (the HTTP route) never pulls
+a model from under a running node; every join has a timeout, so a deadlock fails the test.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+TINY = ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth", "tiny_realesr-general-x4v3.safetensors",
+        "nested/tiny_srvgg_x2.pth"]
+READ_DELAY = 0.25
+JOIN_TIMEOUT = 60
+
+
+class Counting:
+    """Counts builder calls and file reads per path (thread-safe) and records when reads ran."""
+
+    def __init__(self, monkeypatch, upscale_mod, delay: float = READ_DELAY):
+        import safetensors.torch as st
+
+        self.lock = threading.Lock()
+        self.reads: Counter = Counter()
+        self.builds = 0
+        self.read_spans: list[tuple[str, float, float]] = []
+        orig_load, orig_st, orig_build = torch.load, st.load_file, upscale_mod.build_network
+
+        def timed(path, fn):
+            t0 = time.monotonic()
+            time.sleep(delay)
+            try:
+                return fn()
+            finally:
+                with self.lock:
+                    self.reads[os.path.basename(str(path))] += 1
+                    self.read_spans.append((os.path.basename(str(path)), t0, time.monotonic()))
+
+        def load(f, *a, **k):
+            return timed(f, lambda: orig_load(f, *a, **k))
+
+        def load_file(f, *a, **k):
+            return timed(f, lambda: orig_st(f, *a, **k))
+
+        def build_network(arch):
+            with self.lock:
+                self.builds += 1
+            return orig_build(arch)
+
+        monkeypatch.setattr(torch, "load", load)
+        monkeypatch.setattr(st, "load_file", load_file)
+        monkeypatch.setattr(upscale_mod, "build_network", build_network)
+
+    def max_overlap(self) -> int:
+        events = sorted([(t0, 1) for _, t0, _ in self.read_spans] + [(t1, -1) for _, _, t1 in self.read_spans])
+        cur = best = 0
+        for _, d in events:
+            cur += d
+            best = max(best, cur)
+        return best
+
+
+def run_threads(n, target) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def wrapped(i):
+        try:
+            barrier.wait(JOIN_TIMEOUT)
+            target(i)
+        except BaseException as ex:  # reported below
+            errors.append(ex)
+
+    threads = [threading.Thread(target=wrapped, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    for t in threads:
+        t.join(max(deadline - time.monotonic(), 0.1))
+    stuck = [t.name for t in threads if t.is_alive()]
+    assert not stuck, f"deadlock: {len(stuck)} thread(s) still waiting after {JOIN_TIMEOUT} s"
+    return errors
+
+
+@pytest.fixture()
+def env(pack, monkeypatch):
+    from visionkit_pack.models import upscale
+    from visionkit_pack.models.cache import get_cache
+
+    loader = pack.NODE_CLASS_MAPPINGS["VisionKitUpscaleModelLoader"]()
+    return loader, get_cache(), upscale, monkeypatch
+
+
+def run_model(cache, spec):
+    with cache.use(spec) as net:
+        out = net(torch.rand(1, 3, 8, 8))
+        assert out.shape[-1] in (16, 32) and torch.isfinite(out).all()
+
+
+def test_same_file_from_many_threads_is_read_and_built_once(env):
+    loader, cache, upscale, mp = env
+    count = Counting(mp, upscale)
+    specs = []
+
+    def work(i):
+        (spec,) = loader.load(TINY[0])
+        specs.append(spec)
+        run_model(cache, spec)
+
+    errors = run_threads(8, work)
+    assert not errors, errors
+    assert count.reads == Counter({TINY[0]: 1}) and count.builds == 1
+    t = cache.stats()["totals"]
+    assert (t["entries"], t["misses"], t["hits"]) == (1, 1, 15)  # 8 loads + 8 uses, one of them built it
+    assert all(s == specs[0] for s in specs)
+
+
+def test_different_files_load_side_by_side_each_once(env):
+    loader, cache, upscale, mp = env
+    count = Counting(mp, upscale)
+
+    def work(i):
+        (spec,) = loader.load(TINY[i % 4])
+        run_model(cache, spec)
+
+    errors = run_threads(12, work)  # three threads per file
+    assert not errors, errors
+    assert count.reads == Counter({os.path.basename(n): 1 for n in TINY}) and count.builds == 4
+    assert count.max_overlap() >= 2, count.read_spans  # different files do not wait for each other
+    t = cache.stats()["totals"]
+    assert (t["entries"], t["misses"], t["hits"]) == (4, 4, 20)
+
+
+def test_small_budget_evicts_and_is_respected(env):
+    loader, cache, upscale, mp = env
+    sizes = {}
+    for n in TINY:  # measure each model once, then start from an empty cache
+        (spec,) = loader.load(n)
+        sizes[n] = [e["bytes"] for e in cache.entries() if e["path"] == spec.path][0]
+    cache.purge()
+    biggest = max(sizes.values())
+    budget = int(biggest * 2.2)  # room for two models, not four
+    mp.setenv("VISIONKIT_CACHE_GB", repr(budget / 2**30))
+    assert cache.budget() == budget
+    misses0 = cache.stats()["totals"]["misses"]
+    count = Counting(mp, upscale, delay=0.01)
+    violations = []
+
+    def work(i):
+        rng = random.Random(i)
+        for _ in range(25):
+            (spec,) = loader.load(rng.choice(TINY))
+            run_model(cache, spec)
+            st = cache.stats()
+            in_use = sum(e["bytes"] for e in st["entries"] if e["in_use"])
+            if st["totals"]["bytes"] > budget + in_use + biggest:  # + the entry just used, kept by LRU
+                violations.append((st["totals"]["bytes"], in_use))
+
+    errors = run_threads(6, work)
+    assert not errors, errors
+    assert not violations, violations[:5]
+    t = cache.stats()["totals"]
+    assert t["evictions"] > 0 and t["bytes"] <= budget, t
+    assert all(not e["in_use"] for e in cache.entries())
+    # a file is read only when it is (re)built, never twice for one miss
+    assert sum(count.reads.values()) == count.builds == t["misses"] - misses0, (count.reads, count.builds, t)
+
+
+def test_purge_from_another_thread_never_pulls_a_model_in_use(env):
+    loader, cache, upscale, mp = env
+    Counting(mp, upscale, delay=0.02)
+    stop = threading.Event()
+    purges = []
+
+    def work(i):
+        if i == 0:  # the HTTP route's purge, over and over
+            while not stop.is_set():
+                purges.append(cache.purge())
+                time.sleep(0.05)
+            return
+        try:
+            for j in range(6):
+                (spec,) = loader.load(TINY[(i + j) % 4])
+                with cache.use(spec) as net:
+                    time.sleep(0.01)  # a purge arrives while the model runs
+                    assert net(torch.rand(1, 3, 8, 8)).isfinite().all()
+        finally:
+            if i == 1:
+                stop.set()
+
+    errors = run_threads(4, work)
+    stop.set()
+    assert not errors, errors
+    assert any(p["deferred"] for p in purges), "no purge ever met a model in use: the test did not race"
+    cache.purge()
+    assert len(cache) == 0
+
+
+def test_broken_file_from_many_threads_fails_clearly_and_caches_nothing(env, models_dir):
+    loader, cache, upscale, mp = env
+    bad = models_dir / "upscale_models" / "zz_concurrency_empty.pth"
+    bad.write_bytes(b"")
+    try:
+        messages = []
+
+        def work(i):
+            try:
+                loader.load(bad.name)
+            except Exception as ex:
+                messages.append(str(ex))
+
+        errors = run_threads(6, work)
+        assert not errors
+        assert len(messages) == 6 and all("zero-byte" in m for m in messages), messages
+        assert len(cache) == 0
+        (spec,) = loader.load(TINY[0])  # the cache still works
+        run_model(cache, spec)
+    finally:
+        bad.unlink()
