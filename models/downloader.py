@@ -19,6 +19,7 @@ How a file arrives (the guarantees the tests check):
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import http.client
 import json
@@ -268,6 +269,9 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                 OSError) as ex:
             if isinstance(ex, DownloadError):
                 raise
+            if getattr(ex, "errno", None) in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+                raise DownloadError(f"{label}: cannot write {part}: {ex.strerror or ex}; free some space or "
+                                    "choose another --models-dir (the partial file is kept for a resume)") from None
             kept = part.stat().st_size if part.exists() else 0
             if attempt >= retries:
                 raise DownloadError(
