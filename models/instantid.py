@@ -124,7 +124,7 @@ def split_adapter(sd: dict, name: str = "InstantID") -> tuple[dict, dict]:
                                  "it in models/controlnet and pick it as the loader's controlnet_name; the adapter "
                                  "is ip-adapter.bin in models/instantid")
         raise InstantIDError(f"{name} is not an InstantID adapter (ip-adapter.bin with 'image_proj' and 'ip_adapter' "
-                             f"parts): it looks like {describe_sd_file(sd)}")
+                             f"parts): it looks like {describe_sd_file(sd, 'instantid')}")
     if "proj.weight" in proj or "proj.0.weight" in proj or "perceiver_resampler.proj_in.weight" in proj \
             or "latents" not in proj:
         raise InstantIDError(f"{name} is an IP-Adapter (its image projection is not InstantID's Resampler): load it "

@@ -219,6 +219,38 @@ def _pickle_refused(ctx: Ctx, folder: str, loader: str, **kw):
         assert not payload_ran(ctx), "the pickled payload ran: weights-only loading is broken"
 
 
+# ---- identity and style
+def _faces(c: Ctx, pack="tiny_buffalo"):
+    return c.node("VisionKitFaceAnalysisLoader").load(pack, "auto", 128, 0.5)[0]
+
+
+def _ipadapter(c: Ctx, name):
+    return c.node("VisionKitIPAdapterLoader").load(name, "tiny-clip-vision.safetensors")[0]
+
+
+def _ip_on(c: Ctx, ip_name: str, pipe_name: str):
+    chain = c.node("VisionKitIPAdapterApply").apply(_ipadapter(c, ip_name), img(32, 32), 1.0, 0.0, 1.0, "standard",
+                                                    "average")[0]
+    p = c.pipe(pipe_name)
+    return c.node("VisionKitLCMSampler").sample(p, c.cond(p), 1, 2, 1.0, "lcm", 64, 64, 1, 1.0, control=chain)
+
+
+def _instantid(c: Ctx):
+    return c.node("VisionKitInstantIDLoader").load("tiny-instantid.bin", "tiny-sdxl-identitynet")[0]
+
+
+def face_like():
+    """A bright square on black: a "face" for the tiny fixture detector (see tests/test_faces.py)."""
+    x = torch.zeros(1, 96, 96, 3)
+    x[:, 24:72, 30:78] = torch.tensor([0.9, 0.75, 0.6])
+    return x
+
+
+def _empty_faces_check(c, out):
+    faces, preview, mask, text = out
+    assert len(faces) == 1 and len(faces[0]) == 0 and float(mask.sum()) == 0 and tuple(preview.shape) == (1, 64, 64, 3)
+
+
 UP = "VisionKitUpscale"
 SEG = "VisionKitSAMSegment"
 DET = "VisionKitGroundingDINODetect"
@@ -394,6 +426,35 @@ CASES = [
     Case("upscale tile padding larger than the tile", lambda c: c.node(UP).upscale(c.upscaler(), img(40, 40), 0.0,
                                                                                    32, 200)[0],
          check=shape_is(1, 160, 160, 3)),
+    # ---- identity and style
+    Case("no face (empty result)", lambda c: c.node("VisionKitFaceDetect").detect(
+        _faces(c), torch.zeros(1, 64, 64, 3), "largest", 0, "empty result"), check=_empty_faces_check),
+    Case("no face (error)", lambda c: c.node("VisionKitFaceDetect").detect(
+        _faces(c), torch.zeros(2, 64, 64, 3), "largest", 0, "error"), says=(r"no face", r"image|batch index")),
+    Case("no face to compare", lambda c: c.node("VisionKitFaceSimilarity").compare(
+        "largest", "mean", "error", face_model=_faces(c), image_a=torch.zeros(1, 64, 64, 3),
+        image_b=torch.zeros(1, 64, 64, 3)), says=(r"no face", r"image")),
+    Case("no face for InstantID", lambda c: c.node("VisionKitInstantIDApply").apply(
+        _instantid(c), _faces(c, "tiny_antelope"), torch.zeros(1, 64, 64, 3), 0.8, 0.8, 0.0, 1.0),
+         says=(r"no face was found in the face image", r"use another image or crop it closer")),
+    Case("face pack that is not there", lambda c: validate(c, "VisionKitFaceAnalysisLoader", pack_name="antelopev2"),
+         says=(r"antelopev2", r"insightface")),
+    Case("SD1.5 IP-Adapter on an SDXL pipeline", lambda c: _ip_on(c, "tiny-ip-adapter_sd15.safetensors",
+                                                                  "tiny-sdxl.safetensors"),
+         says=(r"IP-Adapter is SD1\.5, the pipeline is SDXL", r"pick a IP-Adapter made for SDXL|made for SDXL")),
+    Case("SDXL IP-Adapter on an SD1.5 pipeline", lambda c: _ip_on(c, "tiny-ip-adapter_sdxl.safetensors",
+                                                                  "tiny-sd15.safetensors"),
+         says=(r"IP-Adapter is SDXL, the pipeline is SD1\.5", r"made for SD1\.5")),
+    Case("InstantID on an SD1.5 pipeline", lambda c: c.node("VisionKitLCMSampler").sample(
+        c.pipe(), c.cond(c.pipe()), 1, 2, 1.0, "lcm", 64, 64, 1, 1.0, control=c.node("VisionKitInstantIDApply").apply(
+            _instantid(c), _faces(c, "tiny_antelope"), face_like(), 0.8, 0.8, 0.0, 1.0)[0]),
+         says=(r"InstantID is SDXL, the pipeline is SD1\.5", r"load a SDXL pipeline|made for SD1\.5")),
+    Case("SAM file in the IP-Adapter loader", lambda c: c.node("VisionKitIPAdapterLoader").load(
+        c.put("ipadapter", "sam_as_ip.safetensors", "upscale_models/tiny_realesr-general-x4v3.safetensors"),
+        "tiny-clip-vision.safetensors"), says=(r"Real-ESRGAN", r"upscale_models")),
+    Case("LoRA file in the InstantID loader", lambda c: c.node("VisionKitInstantIDLoader").load(
+        c.put("instantid", "lora_as_iid.safetensors", "loras/for-tiny-sd15.safetensors"), "tiny-sdxl-identitynet"),
+         says=(r"LoRA", r"loras")),
     # ---- cancel in the middle (the cache stays consistent: checked after every case)
     Case("cancel in the middle of a sampler run", _cancel_sampler, says=(r"cancelled by the user", r"test"),
          errors=(InterruptedError,)),
