@@ -131,12 +131,26 @@ def _settings(server) -> None:
     path.write_text(json.dumps(data))
 
 
-@pytest.fixture()
-def page(browser, comfy):  # noqa: F811
+@pytest.fixture(scope="module")
+def shared_page(browser, comfy):  # noqa: F811
+    """One loaded page for the tests on the shared server (a page load costs ~10 s here)."""
     p = Page(browser, comfy)
     yield p
-    errors = p.pack_errors()
     p.close()
+
+
+@pytest.fixture()
+def page(shared_page):
+    """The shared page, reset: no editor open, no sidebar tab open; fails the test on the pack's page errors."""
+    pg = shared_page.page
+    if pg.query_selector(".vk-sam-editor"):
+        pg.keyboard.press("Escape")
+        pg.wait_for_selector(".vk-sam-editor", state="detached")
+    pg.evaluate("() => { const s = app.extensionManager?.sidebarTab; if (s?.activeSidebarTabId) "
+                "s.toggleSidebarTab(s.activeSidebarTabId); }")
+    seen = len(shared_page.errors)
+    yield shared_page
+    errors = [e for e in shared_page.errors[seen:] if PACK_URL in e]
     assert not errors, "the pack's scripts raised in the page:\n" + "\n".join(errors)
 
 
