@@ -52,7 +52,7 @@ def loaders_table(node_classes: dict | None = None) -> dict:
     for node_id, cls in node_classes.items():
         try:
             spec = cls.INPUT_TYPES()
-        except Exception as ex:  # one broken node must not hide the others' help
+        except Exception as ex:  # noqa: BLE001  (one broken node must not hide the others' help)
             log.warning("VisionKit: %s.INPUT_TYPES failed while listing loaders: %s", node_id, ex)
             continue
         for section in ("required", "optional"):

@@ -10,7 +10,8 @@
 
 Skipped when Chromium or Playwright is missing (VISIONKIT_CHROMIUM overrides /usr/bin/chromium).
 Screenshots go to a temp folder (printed); with VISIONKIT_UPDATE_SCREENSHOTS=1 also into docs/screenshots/.
-The page can reach the loopback server only: every other request is aborted (and recorded as a failure).
+The page can reach the loopback server only: every other request is aborted (ComfyUI's frontend itself
+asks api.comfy.org for release notes; the pack's scripts only call the server).
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from vk_testing import ROOT
 from vk_testing.comfy_server import ComfyServer, comfy, find_comfyui_dir  # noqa: F401  (comfy: the fixture)
 
@@ -220,7 +220,7 @@ BUILD_GRAPH = """({image, prefix}) => {
   const load = add("LoadImage", [150, 120]);
   if (image !== null) widget(load, "image").value = image;
   const loader = add("VisionKitSAMLoader", [150, 520]);
-  widget(loader, "model_name").value = "%s";
+  widget(loader, "model_name").value = "$SAM_FILE$";
   const seg = add("VisionKitSAMSegment", [560, 120]);
   if (image !== null) load.connect(0, seg, seg.findInputSlot("image"));
   loader.connect(0, seg, seg.findInputSlot("sam_model"));
@@ -234,7 +234,7 @@ BUILD_GRAPH = """({image, prefix}) => {
   app.graph.setDirtyCanvas(true, true);
   window.__vkt = { load, loader, seg, save };
   return { seg: String(seg.id), save: String(save.id) };
-}""" % SAM_FILE
+}""".replace("$SAM_FILE$", SAM_FILE)
 
 POINTS_VALUE = "() => __vkt.seg.widgets.find((w) => w.name === 'points').value"
 
@@ -243,12 +243,12 @@ def click_node_button(page, node_js: str, name: str) -> None:
     """Click a canvas button widget with the mouse, where the canvas draws it."""
     page.wait_for_timeout(300)  # one frame at least: widgets get their y when the node is drawn
     x, y = page.evaluate("""([name]) => {
-      const n = %s, w = n.widgets.find((w) => w.name === name);
+      const n = $NODE$, w = n.widgets.find((w) => w.name === name);
       const gy = n.pos[1] + (w.last_y ?? w.y) + LiteGraph.NODE_WIDGET_HEIGHT / 2;
       const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, gy]);
       const r = app.canvas.canvas.getBoundingClientRect();
       return [r.left + cx, r.top + cy];
-    }""" % node_js, [name])
+    }""".replace("$NODE$", node_js), [name])
     page.mouse.click(x, y)
 
 

@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from vk_testing import ROOT
 
 WEB = ROOT / "web"
 SCRIPTS = sorted(WEB.rglob("*.js"))
-IMPORT = re.compile(r"""^\s*import\s+(?:[\w*{}\s,]+\s+from\s+)?["']([^"']+)["']""", re.M)
+IMPORT = re.compile(r"""^\s*import\s+(?:[\w*{}\s,]+\s+from\s+)?["']([^"']+)["']""", re.MULTILINE)
 SERVED_AS = "/extensions/ComfyUI-VisionKit/"  # ComfyUI serves WEB_DIRECTORY there (any folder name)
 
 
@@ -33,7 +32,7 @@ def frontend_static() -> Path | None:
     spec = importlib.util.find_spec("comfyui_frontend_package")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "static"
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
 def test_there_are_scripts():
@@ -48,7 +47,7 @@ def test_script_parses_as_an_es_module(script, tmp_path):
         pytest.skip("node is not installed: the syntax check needs it (the T3 browser tests load the scripts)")
     copy = tmp_path / (script.stem + ".mjs")  # .mjs: node checks it as a module (imports, exports)
     copy.write_text(script.read_text(encoding="utf-8"), encoding="utf-8")
-    res = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, f"{script} does not parse:\n{res.stderr}"
 
 
@@ -95,7 +94,6 @@ def _client_calls(calls):
     """Run (method, path, body) requests against the pack's routes on a loopback aiohttp test server."""
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
-
     from visionkit_pack.nodes import routes
 
     async def go():
