@@ -10,7 +10,6 @@ The T1 side (every node, message wording, cache state) is tests/test_bad_input.p
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
