@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from vk_testing import import_pack, netguard
+from vk_testing.tiny_faces import scene
 
 import_pack()
 from visionkit_pack.models import faces as F
@@ -23,18 +24,6 @@ from visionkit_pack.models.cache import get_cache
 from visionkit_pack.models.faces_draw import faces_mask
 
 REF_TASKS = ["detection", "recognition", "genderage"]
-
-
-def scene(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
-    """BGR uint8: bright textured squares ("faces" for the tiny detector) on black."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    for _ in range(3):
-        s = int(rng.integers(min(h, w) // 5, min(h, w) // 2))
-        y, x = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
-        img[y:y + s, x:x + s] = rng.integers(150, 256, 3)
-    noise = rng.integers(-30, 30, img.shape) * (img > 0)
-    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
 
 
 def as_image(*bgr: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,7 @@ import pytest
 import torch
 from vk_testing import import_pack
 from vk_testing import tiny_instantid as TI
+from vk_testing.tiny_faces import scene
 
 import_pack()
 from visionkit_pack.models import instantid as I  # noqa: E402
@@ -350,15 +351,9 @@ def test_chain_with_lora_and_controlnet_runs_and_leaves_the_cached_models_as_the
 
 # ------------------------------------------------------------------ Apply InstantID with the tiny face packs
 def face_scene(seed, h=120, w=160):
-    """RGB IMAGE (1, h, w, 3): bright squares on black, "faces" for the tiny detector (tests/test_faces.py's way)."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    for _ in range(3):
-        s = int(rng.integers(min(h, w) // 5, min(h, w) // 2))
-        y, x = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
-        img[y:y + s, x:x + s] = rng.integers(150, 256, 3)
-    img = np.clip(img.astype(int) + rng.integers(-30, 30, img.shape) * (img > 0), 0, 255).astype(np.uint8)
-    return torch.from_numpy(img).float().div(255).unsqueeze(0)
+    """RGB IMAGE (1, h, w, 3) of tiny_faces.scene: "faces" for the tiny detector (the same pixels in RGB order
+    as the BGR scene; the detector reads colours, so the face boxes are those of that scene's squares)."""
+    return torch.from_numpy(scene(seed, h, w).copy()).float().div(255).unsqueeze(0)
 
 
 def insightface_reference(models_dir, image, pack="tiny_antelope", det_size=160):

@@ -24,14 +24,6 @@ MIN_MODEL_BYTES = 150 << 20  # the fixture must be large enough that 5 % of it d
 SHARE = 0.95
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS line")
-
-
 def cache_prompt(model_name: str) -> dict:
     return {
         "1": {"class_type": "VisionKitUpscaleModelLoader", "inputs": {"model_name": model_name, "dtype": "auto"}},
@@ -78,16 +70,16 @@ def load_and_measure(comfy, name):  # noqa: F811
     assert ours[0]["bytes"] >= MIN_MODEL_BYTES, ours[0]
     reported = stats["totals"]["bytes"]
     time.sleep(0.5)  # the worker finishes its post-prompt housekeeping
-    return reported, rss_bytes(comfy.proc.pid)
+    return reported, comfy.rss_bytes()
 
 
 def wait_for_rss_drop(comfy, before: int, reported: int, timeout: float = 30) -> int:  # noqa: F811
     """Poll the RSS until it fell by SHARE of `reported` (or the timeout): the last value read."""
     deadline = time.monotonic() + timeout
-    now = rss_bytes(comfy.proc.pid)
+    now = comfy.rss_bytes()
     while before - now < SHARE * reported and time.monotonic() < deadline:
         time.sleep(0.25)
-        now = rss_bytes(comfy.proc.pid)
+        now = comfy.rss_bytes()
     return now
 
 

@@ -30,14 +30,6 @@ pytestmark = [pytest.mark.t2, pytest.mark.skipif(os.environ.get("VISIONKIT_SOAK"
 PROMPTS = int(os.environ.get("VISIONKIT_SOAK_PROMPTS", "200"))
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS line")
-
-
 def fresh(api: dict, input_dir, rng: random.Random, made: list) -> dict:
     """The prompt with new seeds and its input images under new names (so every node runs again)."""
     api = json.loads(json.dumps(api))
@@ -62,7 +54,6 @@ def test_soak_mixed_workflows(comfy):  # noqa: F811
     model_files = {v for api in workflows.values() for _, _, v in W.model_inputs(api)}
     rng = random.Random(1234)
     order = [rng.choice(sorted(workflows)) for _ in range(PROMPTS)]
-    pid = comfy.proc.pid
     rss, failures, most_entries, made = {}, [], 0, []
     t0 = time.monotonic()
     try:
@@ -75,7 +66,7 @@ def test_soak_mixed_workflows(comfy):  # noqa: F811
             most_entries = max(most_entries, stats["totals"]["entries"])
             assert not [e for e in stats["entries"] if e.get("in_use")], f"left pinned after prompt {i}"
             if i % 50 == 0 or i == len(order):
-                rss[i] = rss_bytes(pid)
+                rss[i] = comfy.rss_bytes()
             while len(made) > 20:  # keep the input folder small
                 made.pop(0).unlink(missing_ok=True)
     finally:

@@ -126,9 +126,14 @@ class ComfyServer:
         return env
 
     def prepare(self) -> None:
-        """The base directory: custom_nodes/<pack> -> the repository, the yaml, empty ComfyUI folders."""
+        """The base directory: custom_nodes/<pack> -> the repository, the yaml, empty ComfyUI folders, and the
+        page's settings with the tutorial marked done (else it covers the canvas in browser tests)."""
         for d in ("custom_nodes", "models", "input", "output", "temp", "user"):
             (self.base_dir / d).mkdir(parents=True, exist_ok=True)
+        settings = self.base_dir / "user" / "default" / "comfy.settings.json"
+        if not settings.exists():
+            settings.parent.mkdir(parents=True, exist_ok=True)
+            settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}), encoding="utf-8")
         if self.pack_dir.is_symlink() or self.pack_dir.exists():
             self.pack_dir.unlink()
         self.pack_dir.symlink_to(ROOT, target_is_directory=True)
@@ -184,6 +189,14 @@ class ComfyServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory (Linux /proc/<pid>/status VmRSS)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -32,6 +32,20 @@ from torch import nn
 
 from .tiny_models import builder
 
+
+def scene(seed: int, h: int = 120, w: int = 160):
+    """BGR uint8 (h, w, 3): bright textured squares ("faces" for the tiny detector) on black."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    for _ in range(3):
+        s = int(rng.integers(min(h, w) // 5, min(h, w) // 2))
+        y, x = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        img[y:y + s, x:x + s] = rng.integers(150, 256, 3)
+    noise = rng.integers(-30, 30, img.shape) * (img > 0)
+    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+
 STRIDES = (8, 16, 32)
 ANCHORS = 2
 EMBEDDING_DIM = 32  # the tiny recognisers' embedding size (real ArcFace: 512)
