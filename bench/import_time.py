@@ -1,19 +1,22 @@
-"""Pack import time inside a process that has already imported torch (as ComfyUI has), in ms.
+"""Pack import time inside a process that has already imported torch (as ComfyUI has).
 
-usage: .venv/bin/python bench/import_time.py [--repeat N]
-Each repetition is a fresh interpreter: import torch, then time the pack's import alone. Prints the
-median and the heavy libraries the import pulled in (there must be none). Goal (issue 11): ≤ 300 ms.
+    .venv/bin/python bench/import_time.py [--quick|--smoke]
+
+Each repetition is a fresh interpreter: import torch, then time the pack's import alone; the row is the
+median. The import must pull in none of the heavy libraries (they load lazily, in the engine that needs
+them). Goal (issue 11): ≤ 300 ms.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
+from harness import Row, goal_row, register
+
 HEAVY = ("diffusers", "transformers", "segment_anything", "basicsr", "realesrgan", "insightface", "onnxruntime",
          "open_clip", "cv2")
 
@@ -21,8 +24,8 @@ CODE = f"""
 import importlib.util, json, sys, time
 import torch
 t = time.perf_counter()
-spec = importlib.util.spec_from_file_location('visionkit', {os.path.join(ROOT, '__init__.py')!r},
-                                              submodule_search_locations=[{ROOT!r}])
+spec = importlib.util.spec_from_file_location('visionkit', {str(harness.ROOT / '__init__.py')!r},
+                                              submodule_search_locations=[{str(harness.ROOT)!r}])
 m = importlib.util.module_from_spec(spec); sys.modules['visionkit'] = m; spec.loader.exec_module(m)
 dt = time.perf_counter() - t
 print(json.dumps({{'ms': dt * 1000, 'nodes': len(m.NODE_CLASS_MAPPINGS),
@@ -30,23 +33,27 @@ print(json.dumps({{'ms': dt * 1000, 'nodes': len(m.NODE_CLASS_MAPPINGS),
 """
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args()
+def measure(repeat: int) -> list[dict]:
     runs = []
     env = {**os.environ, "VISIONKIT_STANDALONE": "1"}
-    for _ in range(args.repeat):
-        out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, check=True)
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"importing the pack failed:\n{out.stderr[-3000:]}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    ms = statistics.median(r["ms"] for r in runs)
+    return runs
+
+
+@register("import", "pack import time beyond torch")
+def bench(ctx) -> list[Row]:
+    runs = measure(ctx.pick(5, 3, 1))
+    ms = [r["ms"] for r in runs]
+    med = statistics.median(ms)
     heavy = sorted({h for r in runs for h in r["heavy"]})
-    print(f"pack import beyond torch: median {ms:.1f} ms over {len(runs)} runs "
-          f"(min {min(r['ms'] for r in runs):.1f}, max {max(r['ms'] for r in runs):.1f}); "
-          f"{runs[0]['nodes']} nodes; goal ≤ 300 ms → ratio {ms / 300:.3f}")
-    print("heavy libraries imported:", ", ".join(heavy) if heavy else "none")
-    return 1 if heavy else 0
+    notes = (f"median of {len(runs)} fresh interpreters (min {min(ms):.0f}, max {max(ms):.0f} ms), "
+             f"{runs[0]['nodes']} nodes; heavy libraries imported: {', '.join(heavy) if heavy else 'none'}")
+    return [goal_row("Pack import time beyond torch", med, "<=", 300, "ms", notes, extra_ok=not heavy)]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main_single("import"))

@@ -1,66 +1,48 @@
-"""Upscale benchmark: VisionKit's tiled Real-ESRGAN engine vs RealESRGANer.enhance, same image, same tile.
+"""Upscale: VisionKit's tiled Real-ESRGAN engine vs RealESRGANer.enhance, same image, same tile; peak memory
+at 1× and 4× area; the loader's cold load vs a cached one.
 
-    .venv/bin/python bench/upscale_bench.py            # CPU, a few minutes on 2 cores
-    .venv/bin/python bench/upscale_bench.py --quick    # smaller images, for a smoke run
+    .venv/bin/python bench/upscale_bench.py [--quick|--smoke] [--device cuda]
 
-Both run the real RealESRGAN_x4plus architecture (RRDBNet, 23 blocks, 64 features, 32 growth) with
-random (seeded) weights saved to a temporary .pth, which each side loads itself (the pack through its
-cache, RealESRGANer from model_path). Printed:
+Both sides run the real RealESRGAN_x4plus architecture (RRDBNet, 23 blocks, 64 features, 32 growth) with
+random (seeded) weights saved to a .pth, which each side loads itself (the pack through its loader and
+cache, RealESRGANer from model_path). --smoke uses a 2-block, 8-feature RRDBNet (numbers mean nothing).
 
-- time: best of N interleaved runs per side, on a 1x and a 4x-area image (goal: pack / RealESRGANer <= 1.0);
+- time: minimum of N interleaved runs per side (goal: VisionKit / RealESRGANer ≤ 1.0);
 - peak memory: the growth of the process's peak RSS during one run, in a fresh process per measurement
-  (the kernel's high-water mark is reset just before the run), at 1x and 4x area (goal: growth 4x/1x
-  <= 1.3); for the pack also without its output buffer (what the tiling itself costs);
-- strip: tiny weights, an 8192x64 vs a 1024x64 strip: the pack's working memory beyond its output buffer
-  must not grow with the image (goal <= 1.0x, up to measuring noise of a few hundred KB);
+  (the kernel's high-water mark is reset just before the run; glibc's mmap threshold is fixed so the RSS
+  follows live memory), at 1× and 4× area (goal: growth 4×/1× ≤ 1.3); the pack's figure also without its
+  output buffer (what the tiling itself costs); on CUDA: torch's peak allocated memory;
+- strip: tiny weights, an 8192×64 vs a 1024×64 strip: the pack's working memory beyond its output buffer
+  should stay flat (RealESRGANer's grows with the image);
 - the pixels each side runs through the network: the pack cuts an axis into the fewest equal windows,
-  Real-ESRGAN into a fixed grid whose last tile is small, so at some sizes the pack simply reads less.
-
-The machine may be shared: times are the best of interleaved runs, and still move by a few percent.
-
-GPU numbers only from a machine that has one (--device cuda: fp16 both sides, torch's peak allocated).
+  Real-ESRGAN into a fixed grid whose last tile is small.
+On CUDA both sides run fp16 (RealESRGANer half=True, the pack's dtype auto).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
-import importlib.util
+import io
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACK = "visionkit_pack"
+import harness
+from harness import Row, goal_row, register
 
 X4PLUS = {"num_block": 23, "num_feat": 64, "num_grow_ch": 32, "scale": 4}  # RealESRGAN_x4plus
 TINY = {"num_block": 2, "num_feat": 8, "num_grow_ch": 4, "scale": 4}
-
-
-def import_pack():
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def setup_env(device: str) -> None:
-    os.environ["VISIONKIT_STANDALONE"] = "1"
-    os.environ["VISIONKIT_DEVICE"] = device
-    os.environ.setdefault("VISIONKIT_CACHE_GB", "8")
+TILE, PAD = 32, 10
+MEM_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 # ---------------------------------------------------------------- building blocks
 def write_weights(path: Path, dims: dict, seed: int = 0) -> None:
     import torch
 
-    import_pack()
+    harness.import_pack()
     from visionkit_pack.models.compat import import_basicsr_archs
 
     RRDBNet, _ = import_basicsr_archs()
@@ -69,6 +51,7 @@ def write_weights(path: Path, dims: dict, seed: int = 0) -> None:
     with torch.no_grad():  # basicsr's scaled init leaves the body nearly idle; make every weight count
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": net.state_dict()}, path)
 
 
@@ -85,7 +68,7 @@ class Pack:
     name = "VisionKit"
 
     def __init__(self, weights: str, tile: int, pad: int, device: str):
-        import_pack()
+        harness.import_pack()
         from visionkit_pack.models import upscale
 
         self.u = upscale
@@ -105,21 +88,16 @@ class Reference:
     def __init__(self, weights: str, tile: int, pad: int, device: str):
         import torch
 
-        import_pack()
+        harness.import_pack()
         from visionkit_pack.models.compat import ensure_basicsr_importable
-        from visionkit_pack.models.upscale import (
-            build_network,
-            detect_arch,
-            load_state_dict,
-        )
+        from visionkit_pack.models.upscale import build_network, detect_arch, load_state_dict
 
         ensure_basicsr_importable()
         from realesrgan import RealESRGANer
 
         arch = detect_arch(load_state_dict(weights))
         self.up = RealESRGANer(scale=arch.scale, model_path=weights, model=build_network(arch), tile=tile,
-                               tile_pad=pad, pre_pad=0, half=device.startswith("cuda"),
-                               device=torch.device(device))
+                               tile_pad=pad, pre_pad=0, half=device.startswith("cuda"), device=torch.device(device))
 
     def prepare(self, image):
         from visionkit_pack.models import imageops
@@ -127,9 +105,6 @@ class Reference:
         return imageops.image_to_bgr_list(image)[0]
 
     def run(self, bgr):
-        import contextlib
-        import io
-
         with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per tile
             out, _ = self.up.enhance(bgr, outscale=None)
         return out
@@ -138,87 +113,75 @@ class Reference:
 IMPLS = {"pack": Pack, "ref": Reference}
 
 
-# ---------------------------------------------------------------- memory (one fresh process per number)
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+# ---------------------------------------------------------------- memory (fresh processes)
+def measure_cases(device: str, weights: str, cases: list[str]) -> list[dict]:
+    """For each case "impl:h:w[:tile]", the peak memory growth of one run (the high-water mark reset before it)."""
+    import torch
 
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-        return True
-    except OSError:
-        return False
+    cuda = device.startswith("cuda")
+    results = []
+    impls: dict = {}
+    for case in cases:
+        impl_name, h, w, *rest = case.split(":")
+        h, w = int(h), int(w)
+        tile = int(rest[0]) if rest else TILE
+        key = (impl_name, tile)
+        if key not in impls:
+            impls[key] = IMPLS[impl_name](weights, tile, PAD, device)
+        impl = impls[key]
+        impl.run(impl.prepare(make_image(min(h, 2 * tile), min(w, 2 * tile))))  # warm-up
+        x = impl.prepare(make_image(h, w))
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            reset = harness.reset_peak_rss()
+            base = (harness.status_kb("VmRSS") or 0) * 1024
+        t0 = time.perf_counter()
+        out = impl.run(x)
+        if cuda:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        if cuda:
+            peak, how = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+        else:
+            peak = harness.peak_rss_bytes()
+            how = "VmHWM after reset" if reset else "ru_maxrss (no reset: includes set-up)"
+        out_bytes = int(out.numel() * out.element_size()) if hasattr(out, "element_size") else int(out.nbytes)
+        results.append({"case": case, "growth": peak - base, "out_bytes": out_bytes, "seconds": dt, "how": how})
+        del out, x
+        gc.collect()
+    return results
 
 
 def worker(args) -> None:
-    """Child process: set up, then measure the peak memory growth of one run."""
+    """Child process: measure_cases, printed as JSON."""
     import torch
 
-    setup_env(args.device)
+    harness.setup_env(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    impl = IMPLS[args.impl](args.weights, args.tile, args.pad, args.device)
-    impl.run(impl.prepare(make_image(min(args.h, 2 * args.tile), min(args.w, 2 * args.tile))))  # warm-up
-    x = impl.prepare(make_image(args.h, args.w))
-    cuda = args.device.startswith("cuda")
-    gc.collect()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        reset = _reset_peak()
-        base = _status_kb("VmRSS") * 1024
-    t0 = time.perf_counter()
-    out = impl.run(x)
-    dt = time.perf_counter() - t0
-    if cuda:
-        torch.cuda.synchronize()
-        peak, how = torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
-    else:
-        import resource
-
-        peak = _status_kb("VmHWM") * 1024 if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        how = "VmHWM after reset" if reset else "ru_maxrss (no reset: includes set-up)"
-    out_bytes = int(out.numel() * out.element_size()) if hasattr(out, "element_size") else int(out.nbytes)
-    print(json.dumps({"growth": peak - base, "out_bytes": out_bytes, "seconds": dt, "how": how}))
+    print(json.dumps({"results": measure_cases(args.device, args.weights, args.cases)}))
 
 
-def measure_memory(impl: str, weights: str, h: int, w: int, tile: int, pad: int, device: str,
-                   threads: int = 0) -> dict:
-    cmd = [sys.executable, __file__, "--worker", impl, "--threads", str(threads), "--weights", weights,
-           "--h", str(h), "--w", str(w), "--tile", str(tile), "--pad", str(pad), "--device", device]
-    # A fixed malloc mmap threshold: every buffer over 128 KB is mapped on allocation and unmapped on
-    # free, so the RSS follows the live memory (glibc otherwise keeps freed buffers for reuse).
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"memory worker failed: {' '.join(cmd)}\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------- time (interleaved, in this process)
-def measure_time(impls: dict, image, repeats: int) -> dict:
-    prepared = {k: v.prepare(image) for k, v in impls.items()}
-    best = {k: float("inf") for k in impls}
-    order = list(impls)
-    for r in range(repeats):
-        for k in (order if r % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            impls[k].run(prepared[k])
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
+def measure_memory(ctx, weights: Path, cases: list[str]) -> dict:
+    """A fresh process per case (--smoke: all cases in this process, the high-water mark reset before each)."""
+    if ctx.smoke:
+        return {r["case"]: r for r in measure_cases(ctx.device, str(weights), cases)}
+    script = Path(__file__).resolve()
+    base = ["--device", ctx.device, "--threads", str(ctx.threads), "--weights", str(weights)]
+    out = {}
+    for c in cases:
+        res = harness.run_worker(script, ["--worker", *base, "--cases", c], env_extra=MEM_ENV)
+        out.update({r["case"]: r for r in res["results"]})
+    return out
 
 
 def network_pixels(h: int, w: int, tile: int, pad: int) -> tuple[int, int]:
     """Input pixels each side runs through the network for one image (x4: no pad to a multiple)."""
-    import_pack()
+    harness.import_pack()
     from visionkit_pack.models.upscale import plan_axis
 
     def ours(n):
@@ -231,96 +194,89 @@ def network_pixels(h: int, w: int, tile: int, pad: int) -> tuple[int, int]:
     return ours(h) * ours(w), ref(h) * ref(w)
 
 
-def mb(n: float) -> str:
-    return f"{n / 2**20:8.1f} MB"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--quick", action="store_true", help="small images (smoke run, not the numbers)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--tile", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    ap.add_argument("--pad", type=int, default=10)
-    ap.add_argument("--worker", choices=sorted(IMPLS))
-    ap.add_argument("--weights")
-    ap.add_argument("--h", type=int)
-    ap.add_argument("--w", type=int)
-    args = ap.parse_args()
-    if args.worker:
-        args.impl = args.worker
-        return worker(args)
-
-    setup_env(args.device)
+# ---------------------------------------------------------------- the benchmark
+@register("upscale", "Real-ESRGAN x4plus: tiled engine vs RealESRGANer")
+def bench(ctx) -> list[Row]:
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    base_hw = (32, 48) if args.quick else (80, 112)
-    sizes = {"1x": base_hw, "4x": (base_hw[0] * 2, base_hw[1] * 2)}
-    strip_sizes = {"1024x64": (64, 1024), "8192x64": (64, 8192)}
-    tile, pad = args.tile, args.pad
-    with tempfile.TemporaryDirectory(prefix="vk_bench_") as tmp:
-        x4 = str(Path(tmp) / "RealESRGAN_x4plus_random.pth")
-        tiny = str(Path(tmp) / "tiny_x4.pth")
-        write_weights(Path(x4), X4PLUS)
-        write_weights(Path(tiny), TINY, seed=1)
-        print(f"VisionKit upscale bench: device {args.device}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads; RRDBNet x4plus dims (23 blocks, 64 feat, 32 grow), random "
-              f"weights; tile {tile}, tile_pad {pad}, pre_pad 0")
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    dims = TINY if ctx.smoke else X4PLUS
+    h1, w1 = ctx.pick((64, 96), (48, 64), (32, 48))
+    h4, w4 = 2 * h1, 2 * w1
+    repeats = ctx.pick(3, 2, 1)
+    root = ctx.tmp / "upscale-models"
+    name = "RealESRGAN_x4plus_random.pth"
+    weights = root / "upscale_models" / name
+    tiny = ctx.tmp / "upscale-tiny" / "tiny_x4.pth"
+    write_weights(weights, dims)
+    write_weights(tiny, TINY, seed=1)
+    arch = "tiny RRDBNet (2 blocks, 8 feat)" if ctx.smoke else "RRDBNet x4plus (23 blocks, 64 feat, 32 grow)"
+    mb = weights.stat().st_size / 2**20
+    rows = [harness.loader_row(ctx, root, "VisionKitUpscaleModelLoader", name, "Real-ESRGAN",
+                               f"{arch}, {mb:.0f} MB, random weights")]
 
-        impls = {k: cls(x4, tile, pad, args.device) for k, cls in IMPLS.items()}
-        measure_time(impls, make_image(32, 32), 1)  # warm-up
-        times = {}
-        for label, (h, w) in sizes.items():
-            times[label] = measure_time(impls, make_image(h, w), args.repeats)
-            t = times[label]
-            print(f"  time {label} ({w}x{h}): VisionKit {t['pack']:.2f} s, RealESRGANer {t['ref']:.2f} s",
-                  flush=True)
-        del impls
+    with harness.env(VISIONKIT_MODELS_DIR=root), harness.fresh_cache():
+        impls = {k: cls(str(weights), TILE, PAD, ctx.device) for k, cls in IMPLS.items()}
+        img = make_image(32, 32)
+        harness.interleaved({k: (lambda i=i: i.run(i.prepare(img))) for k, i in impls.items()}, 1, ctx.sync)
+        image = make_image(h1, w1)
+        prepared = {k: i.prepare(image) for k, i in impls.items()}
+        ctx.log(f"upscale: timing {w1}×{h1}, {repeats} interleaved rounds")
+        times, _ = harness.interleaved({k: (lambda i=i, k=k: i.run(prepared[k])) for k, i in impls.items()}, repeats,
+                                       ctx.sync)
+        del impls, prepared
         gc.collect()
 
-        mem = {(k, label): measure_memory(k, x4, h, w, tile, pad, args.device, args.threads)
-               for label, (h, w) in sizes.items() for k in IMPLS}
-        strip = {(k, label): measure_memory(k, tiny, h, w, 64, pad, args.device, args.threads)
-                 for label, (h, w) in strip_sizes.items() for k in IMPLS}
+    ctx.log("upscale: peak memory in fresh processes")
+    cases = [f"{k}:{h}:{w}" for (h, w) in ((h1, w1), (h4, w4)) for k in IMPLS]
+    short, long = ctx.pick((1024, 8192), (512, 4096), (128, 1024))
+    strip_cases = [f"{k}:64:{n}:64" for n in (short, long) for k in IMPLS]
+    mem = measure_memory(ctx, weights, cases)
+    strip = measure_memory(ctx, tiny, strip_cases)
 
-    def row(what, ours, ref, goal):
-        ref_s = f"{ref:12.2f}" if ref is not None else " " * 12
-        print(f"| {what:<54} | {ours:9.2f} | {ref_s} | {goal:<6} |")
+    def m(k, h, w):
+        return mem[f"{k}:{h}:{w}"]
 
-    print()
-    print(f"| {'measure (' + args.device + ')':<54} | VisionKit | RealESRGANer | goal   |")
-    print(f"|{'-' * 56}|-----------|--------------|--------|")
-    for label in sizes:
-        row(f"time ratio VisionKit / RealESRGANer, {label} area", times[label]["pack"] / times[label]["ref"],
-            None, "<= 1.0")
-    g_pack = mem[("pack", "4x")]["growth"] / mem[("pack", "1x")]["growth"]
-    g_ref = mem[("ref", "4x")]["growth"] / mem[("ref", "1x")]["growth"]
-    row("peak memory growth, 4x / 1x area", g_pack, g_ref, "<= 1.3")
-    w1 = mem[("pack", "1x")]["growth"] - mem[("pack", "1x")]["out_bytes"]
-    w4 = mem[("pack", "4x")]["growth"] - mem[("pack", "4x")]["out_bytes"]
-    row("  the same beyond the output buffer", w4 / w1, None, "")
-    s1, s8 = strip[("pack", "1024x64")], strip[("pack", "8192x64")]
+    tp, tr = min(times["pack"]), min(times["ref"])
+    t4 = m("pack", h4, w4)["seconds"] / m("ref", h4, w4)["seconds"]
+    px1, rpx1 = network_pixels(h1, w1, TILE, PAD)
+    rows.append(goal_row("Real-ESRGAN tiled vs RealESRGANer.enhance, time", tp / tr, "<=", 1.0, "×",
+                         f"{w1}×{h1} input, tile {TILE} pad {PAD}, {arch}: VisionKit {tp:.2f} s, RealESRGANer "
+                         f"{tr:.2f} s (min of {repeats} interleaved); network reads {px1} vs {rpx1} px; at 4× area, "
+                         f"single runs in the memory processes: {t4:.2f}×"))
+    g_pack = m("pack", h4, w4)["growth"] / m("pack", h1, w1)["growth"]
+    g_ref = m("ref", h4, w4)["growth"] / m("ref", h1, w1)["growth"]
+    beyond = ((m("pack", h4, w4)["growth"] - m("pack", h4, w4)["out_bytes"])
+              / max(m("pack", h1, w1)["growth"] - m("pack", h1, w1)["out_bytes"], 1))
+    rows.append(goal_row("Real-ESRGAN peak memory growth, 4× area vs 1×", g_pack, "<=", 1.3, "×",
+                         f"{w4}×{h4} vs {w1}×{h1}: +{m('pack', h4, w4)['growth'] / 2**20:.1f} MB vs "
+                         f"+{m('pack', h1, w1)['growth'] / 2**20:.1f} MB; beyond the output buffer {beyond:.2f}×; "
+                         f"RealESRGANer {g_ref:.2f}×; {m('pack', h1, w1)['how']}, "
+                         + ("one process (smoke)" if ctx.smoke else "fresh process each")))
+    s1, s8 = strip[f"pack:64:{short}:64"], strip[f"pack:64:{long}:64"]
     ws1, ws8 = s1["growth"] - s1["out_bytes"], s8["growth"] - s8["out_bytes"]
-    r1, r8 = strip[("ref", "1024x64")]["growth"], strip[("ref", "8192x64")]["growth"]
-    row("tiny weights: working memory, 8192x64 / 1024x64 strip", ws8 / ws1, r8 / r1, "<= 1.0")
-    print()
-    print("pixels the network reads (tile plan): VisionKit's equal windows vs Real-ESRGAN's grid")
-    for label, (h, w) in sizes.items():
-        ours, ref = network_pixels(h, w, tile, pad)
-        print(f"  {label} ({w}x{h}): VisionKit {ours} px, RealESRGANer {ref} px ({ours / ref:.2f}x)")
-    print()
-    print("peak memory growth during one run (fresh process each):")
-    for (k, label), m in list(mem.items()) + list(strip.items()):
-        name = "VisionKit   " if k == "pack" else "RealESRGANer"
-        extra = f", beyond output {mb(m['growth'] - m['out_bytes'])}" if k == "pack" else ""
-        print(f"  {name} {label:8s}: peak +{mb(m['growth'])} (output {mb(m['out_bytes'])}{extra}), "
-              f"{m['seconds']:.2f} s")
-    print(f"  measured with: {next(iter(mem.values()))['how']}; RealESRGANer's figure includes its own "
-          "float copies of the output and its uint8 result; the strip's RealESRGANer column is peak growth")
+    r1, r8 = strip[f"ref:64:{short}:64"]["growth"], strip[f"ref:64:{long}:64"]["growth"]
+    rows.append(Row(f"Real-ESRGAN working memory beyond the output, {long}×64 vs {short}×64 strip", ws8 / max(ws1, 1),
+                    "—", None, "×",
+                    f"tiny weights, tile 64: {ws1 / 2**20:.1f} → {ws8 / 2**20:.1f} MB; RealESRGANer peak growth "
+                    f"{r8 / max(r1, 1):.2f}×"))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--weights")
+    ap.add_argument("--cases", nargs="+")
+    args, rest = ap.parse_known_args()
+    if args.worker:
+        worker(args)
+        return 0
+    return harness.main_single("upscale")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

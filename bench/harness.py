@@ -1,0 +1,743 @@
+"""The benchmark harness: one registry of benchmarks, one row format, one results file per device.
+
+    bench/run                      # everything (about 10 minutes on a 2-core CPU)
+    bench/run --quick              # smaller sizes, fewer repeats (a few minutes)
+    bench/run --only sam --only lcm
+    bench/run --smoke --out /tmp/x # tiny configs: checks that the harness works, numbers mean nothing
+    bench/run --list
+
+Each benchmark module (bench/*_bench.py, bench/import_time.py) registers a function `fn(ctx) -> [Row]`
+with `@register(name, title)` and stays runnable alone (`python bench/sam_bench.py` prints its rows).
+Results go to `<out>/<device>.json` and `<out>/<device>.md` (device: `cpu-<model>-<n>cores` or
+`cuda-<gpu name>`); a run with `--only` replaces those benchmarks in an existing file and keeps the
+others. Times are minimum-of-N, with the two sides of a comparison interleaved, so ratios survive a
+noisy machine; absolute times still move with the machine's load (the load average is recorded).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+PACK = "visionkit_pack"  # the name tests and benchmarks import the pack by
+SCHEMA = 1
+MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench")  # table order
+
+
+# ---------------------------------------------------------------- rows
+@dataclasses.dataclass
+class Row:
+    """One measured line of the table. `value` in `unit` ("×" ratio, "ms", "s", "MB"); `ok` None = no goal."""
+
+    name: str
+    value: float | None
+    goal: str = "—"
+    ok: bool | None = None
+    unit: str = "×"
+    notes: str = ""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def goal_row(name: str, value: float | None, op: str, target: float, unit: str = "×", notes: str = "",
+             extra_ok: bool = True) -> Row:
+    """A row with a numeric goal: op is '<=' or '>='; ok also needs `extra_ok` (e.g. 'no file read twice')."""
+    if op not in ("<=", ">="):
+        raise ValueError(f"op must be '<=' or '>=', not {op!r}")
+    sign = "≤" if op == "<=" else "≥"
+    ok = None if value is None else bool((value <= target if op == "<=" else value >= target) and extra_ok)
+    return Row(name, value, f"{sign} {fmt_value(target, unit)}", ok, unit, notes)
+
+
+def fmt_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit == "×":
+        if v >= 1000:
+            return f"{v:,.0f}×"
+        return f"{v:.3g}×" if v < 10 else f"{v:.0f}×"
+    if unit == "ms":
+        return f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
+    if unit == "s":
+        return f"{v:.2f} s" if v < 100 else f"{v:.0f} s"
+    if unit == "MB":
+        return f"{v:,.0f} MB"
+    return f"{v:g} {unit}".strip()
+
+
+# ---------------------------------------------------------------- registry
+@dataclasses.dataclass
+class Bench:
+    name: str
+    title: str
+    fn: Callable[["Ctx"], list]
+    module: str
+
+
+REGISTRY: dict[str, Bench] = {}
+
+
+def register(name: str, title: str):
+    def deco(fn):
+        REGISTRY[name] = Bench(name, title, fn, fn.__module__)
+        return fn
+
+    return deco
+
+
+def load_all() -> dict[str, Bench]:
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    for m in MODULES:
+        importlib.import_module(m)
+    order = {m: i for i, m in enumerate(MODULES)}
+    return dict(sorted(REGISTRY.items(), key=lambda kv: order.get(kv[1].module, 99)))
+
+
+# ---------------------------------------------------------------- context
+@dataclasses.dataclass
+class Ctx:
+    mode: str = "full"  # "full" | "quick" | "smoke"
+    device: str = "cpu"
+    threads: int = 0  # torch threads (0: torch's default)
+    tmp: Path = dataclasses.field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vk-bench-")))
+    models_dir: Path | None = None  # tiny fixture models (built on first use when None)
+    workflows_dir: Path = ROOT / "workflows" / "api"
+    verbose: bool = True
+
+    @property
+    def smoke(self) -> bool:
+        return self.mode == "smoke"
+
+    @property
+    def quick(self) -> bool:
+        return self.mode == "quick"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def pick(self, full, quick, smoke):
+        return {"full": full, "quick": quick, "smoke": smoke}[self.mode]
+
+    def log(self, *parts) -> None:
+        if self.verbose:
+            print("  ·", *parts, flush=True, file=sys.stderr)
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def tiny_models(self) -> Path:
+        """The tests' tiny real-format fixture models (tests/vk_testing/tiny_models.build_all), built once."""
+        if self.models_dir is None:
+            sys.path.insert(0, str(ROOT / "tests")) if str(ROOT / "tests") not in sys.path else None
+            from vk_testing import tiny_models
+
+            t = time.perf_counter()
+            root = self.tmp / "tiny-models"
+            with contextlib.redirect_stderr(open(os.devnull, "w")):  # their progress bars
+                tiny_models.build_all(root)
+            self.log(f"tiny fixture models built in {time.perf_counter() - t:.1f} s")
+            self.models_dir = root
+        return self.models_dir
+
+
+def setup_env(device: str) -> None:
+    """The pack standalone (not inside ComfyUI), on `device`, offline."""
+    os.environ["VISIONKIT_STANDALONE"] = "1"
+    os.environ["VISIONKIT_DEVICE"] = device
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def import_pack():
+    """The repository imported as a package named PACK (as the tests do), once."""
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(PACK, None)
+        raise
+    return mod
+
+
+@contextlib.contextmanager
+def fresh_cache():
+    """A new, empty model cache for the block (the previous one comes back afterwards)."""
+    import_pack()
+    from visionkit_pack.models import cache as cache_mod
+
+    old = cache_mod._CACHE
+    cache_mod._CACHE = cache_mod.ModelCache()
+    try:
+        yield cache_mod._CACHE
+    finally:
+        cache_mod._CACHE.purge()
+        cache_mod._CACHE = old
+
+
+@contextlib.contextmanager
+def env(**values):
+    """Set environment variables for the block (None removes), then put the old values back."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ---------------------------------------------------------------- timing and memory
+def timed(fn, sync: Callable[[], None] | None = None) -> tuple[float, Any]:
+    if sync:
+        sync()
+    t = time.perf_counter()
+    out = fn()
+    if sync:
+        sync()
+    return time.perf_counter() - t, out
+
+
+def best_of(n: int, fn, sync=None) -> tuple[float, Any]:
+    """Minimum time of n runs, and the last result."""
+    best, out = float("inf"), None
+    for _ in range(max(n, 1)):
+        dt, out = timed(fn, sync)
+        best = min(best, dt)
+    return best, out
+
+
+def interleaved(fns: dict, rounds: int, sync=None) -> tuple[dict, dict]:
+    """Run each function once per round, alternating the order, so every side sees the same machine load.
+
+    Returns ({name: [times]}, {name: last result})."""
+    times = {k: [] for k in fns}
+    outs: dict = {}
+    names = list(fns)
+    for r in range(max(rounds, 1)):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            dt, outs[k] = timed(fns[k], sync)
+            times[k].append(dt)
+    return times, outs
+
+
+def status_kb(field: str) -> int | None:
+    """A field of /proc/self/status in KB (VmRSS, VmHWM), None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM (resettable), else ru_maxrss (the whole life of the process)."""
+    kb = status_kb("VmHWM")
+    if kb is not None:
+        return kb * 1024
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+def run_worker(script: Path, args: list[str], timeout: float = 900, env_extra: dict | None = None) -> dict:
+    """Run `python script args` in a fresh process; its last stdout line is a JSON object."""
+    cmd = [sys.executable, str(script), *args]
+    e = {**os.environ, **(env_extra or {})}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"worker failed (exit {res.returncode}): {' '.join(cmd)}\n{res.stderr[-3000:]}")
+    lines = [ln for ln in res.stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"worker printed no JSON: {' '.join(cmd)}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------- file reads
+class FileAudit:
+    """Which files were opened, by path: Python's `open` audit event (builtins.open, os.open, torch.load's
+    own open, zipfile) plus wrappers for the readers that open in native code (safetensors' safe_open, which
+    load_file uses too; onnxruntime's InferenceSession). Only paths under `roots` are kept.
+
+    `tag` (e.g. the cache build in progress) is recorded with each open, so a caller can tell one load that
+    opens a file twice (a header check, then the read) from two loads of the same file.
+    """
+
+    _hook_installed = False
+    _active: "FileAudit | None" = None
+
+    def __init__(self, roots):
+        self.roots = [os.path.realpath(str(r)) for r in roots]
+        self.events: list[tuple[str, str]] = []  # (real path, tag)
+        self.tag = ""
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    # the audit hook stays for the life of the process (hooks cannot be removed); it is idle unless active
+    @classmethod
+    def _hook(cls, event, args):
+        if event == "open" and cls._active is not None and args:
+            cls._active._record(args[0])
+
+    def _record(self, path) -> None:
+        if isinstance(path, int) or path is None:
+            return
+        try:
+            p = os.path.realpath(os.fsdecode(path))
+        except Exception:  # noqa: BLE001 - never break the program being audited
+            return
+        if any(p == r or p.startswith(r + os.sep) for r in self.roots):
+            self.events.append((p, self.tag))
+
+    def _wrap(self, original):
+        audit = self
+
+        def wrapper(filename, *a, **kw):
+            audit._record(filename)
+            return original(filename, *a, **kw)
+
+        wrapper.__vk_original__ = original
+        return wrapper
+
+    def __enter__(self):
+        if not FileAudit._hook_installed:
+            sys.addaudithook(FileAudit._hook)
+            FileAudit._hook_installed = True
+        FileAudit._active = self
+        try:
+            import safetensors
+            import safetensors.torch
+
+            original = safetensors.safe_open
+            wrapper = self._wrap(original)
+            for mod in list(sys.modules.values()):  # also modules that did `from safetensors import safe_open`
+                try:
+                    if getattr(mod, "safe_open", None) is original:
+                        self._patched.append((mod, "safe_open", original))
+                        setattr(mod, "safe_open", wrapper)
+                except Exception:  # noqa: BLE001 - lazy modules may refuse getattr
+                    continue
+        except ImportError:
+            pass
+        try:
+            import onnxruntime as ort
+
+            cls = ort.InferenceSession
+            init = cls.__init__
+
+            def ort_init(this, path_or_bytes, *a, _init=init, **kw):
+                if isinstance(path_or_bytes, (str, os.PathLike)):
+                    self._record(path_or_bytes)
+                return _init(this, path_or_bytes, *a, **kw)
+
+            self._patched.append((cls, "__init__", init))
+            cls.__init__ = ort_init
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        FileAudit._active = None
+        for obj, name, original in reversed(self._patched):
+            setattr(obj, name, original)
+        self._patched.clear()
+        return False
+
+    def opens(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p, _ in self.events:
+            out[p] = out.get(p, 0) + 1
+        return out
+
+    def loads_per_file(self) -> dict[str, int]:
+        """Per file: how many distinct tags (e.g. cache builds) opened it."""
+        tags: dict[str, set] = {}
+        for p, t in self.events:
+            tags.setdefault(p, set()).add(t)
+        return {p: len(t) for p, t in tags.items()}
+
+
+def loader_row(ctx, root, node_id: str, name: str, what: str, size_note: str) -> Row:
+    """A loader node on a real-size file: cold load (fresh cache) vs a cached load, and the model files each
+    one opened (a cached load must open none)."""
+    pack = import_pack()
+    loader = pack.NODE_CLASS_MAPPINGS[node_id]()
+    n = ctx.pick(20, 10, 3)
+    with env(VISIONKIT_MODELS_DIR=root), fresh_cache() as cache:
+        with FileAudit([root]) as cold_audit:
+            cold, _ = timed(lambda: loader.load(name), ctx.sync)
+        with FileAudit([root]) as warm_audit:
+            warm, _ = best_of(n, lambda: loader.load(name), ctx.sync)
+        stats = cache.stats()["totals"]
+    cold_opens, warm_opens = sum(cold_audit.opens().values()), sum(warm_audit.opens().values())
+    notes = (f"{size_note}; cold {cold:.2f} s, cached {warm * 1000:.2f} ms (min of {n}); model file opens: "
+             f"{cold_opens} cold, {warm_opens} in {n} cached loads; cache {stats['misses']} miss, {stats['hits']} hits")
+    return goal_row(f"{what} loader: cached load vs cold", cold / warm, ">=", 50, "×", notes,
+                    extra_ok=warm_opens == 0)
+
+
+# ---------------------------------------------------------------- device
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
+    return re.sub(r"-{2,}", "-", s)
+
+
+def device_name(kind: str, model: str, cores: int = 0) -> str:
+    """'cpu-<model>-<n>cores' or 'cuda-<gpu name>', file-name safe ('Intel(R) Xeon(R) CPU @ 2.20GHz' → 'Intel-Xeon')."""
+    if kind == "cuda":
+        return _slug(f"cuda-{model}")
+    model = re.sub(r"\((R|TM|tm)\)|\bCPU @.*$|\b(\d+-Core )?Processor\b", "", model)
+    return _slug(f"cpu-{model}-{cores}cores")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  check=False).stdout.strip() or platform.machine()
+        except OSError:
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def pick_device(requested: str | None) -> str:
+    if requested:
+        return requested
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def device_info(device: str) -> dict:
+    import torch
+
+    info: dict = {"kind": device.split(":")[0], "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
+                  "cores": cpu_count(), "ram_gb": round(_meminfo_kb("MemTotal") / 2**20, 1)}
+    if device.startswith("cuda"):
+        p = torch.cuda.get_device_properties(torch.device(device))
+        info.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, capability=f"{p.major}.{p.minor}")
+        info["name"] = device_name("cuda", p.name)
+    else:
+        info["name"] = device_name("cpu", info["cpu"], info["cores"])
+    return info
+
+
+def _meminfo_kb(field: str) -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def available_memory_bytes(device: str) -> int:
+    """Free memory for a model on `device`: the GPU's free memory, else MemAvailable (0 if unknown)."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return _meminfo_kb("MemAvailable") * 1024
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for n in ("torch", "torchvision", "diffusers", "transformers", "segment-anything", "realesrgan", "basicsr",
+              "onnxruntime-gpu", "onnxruntime", "safetensors", "numpy"):
+        try:
+            out[n] = md.version(n)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=False, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+        return f"{sha}{' (with uncommitted changes)' if dirty else ''}" if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------- run, results, table
+def run_benches(names: list[str] | None, ctx: Ctx) -> list[dict]:
+    benches = load_all()
+    unknown = [n for n in (names or []) if n not in benches]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(benches)}")
+    out = []
+    for name, b in benches.items():
+        if names and name not in names:
+            continue
+        print(f"== {name}: {b.title} ({ctx.mode})", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        entry = {"name": name, "title": b.title, "mode": ctx.mode, "load_before": loadavg()}
+        try:
+            saved_env = dict(os.environ)
+            try:
+                rows = b.fn(ctx)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved_env)
+            entry["rows"] = [r.as_dict() if isinstance(r, Row) else dict(r) for r in rows]
+            entry["error"] = None
+        except Exception as ex:  # noqa: BLE001 - one failing benchmark must not lose the others
+            traceback.print_exc()
+            entry["rows"] = [Row(f"{b.title}: failed", None, "—", False, "", f"{type(ex).__name__}: {ex}"[:300])
+                             .as_dict()]
+            entry["error"] = f"{type(ex).__name__}: {ex}"
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        entry["load_after"] = loadavg()
+        entry["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        print(f"   {name}: {entry['seconds']:.0f} s", file=sys.stderr, flush=True)
+        out.append(entry)
+    return out
+
+
+def results_doc(benches: list[dict], ctx: Ctx, seconds: float, note: str, previous: dict | None) -> dict:
+    info = device_info(ctx.device)
+    merged = benches
+    if previous and previous.get("device") == info["name"] and previous.get("mode") == ctx.mode:
+        ran = {b["name"] for b in benches}
+        order = list(load_all())
+        keep = [b for b in previous.get("benches", []) if b["name"] not in ran]
+        merged = sorted(keep + benches, key=lambda b: order.index(b["name"]) if b["name"] in order else 99)
+    return {
+        "schema": SCHEMA,
+        "device": info["name"],
+        "device_info": info,
+        "mode": ctx.mode,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "commit": git_commit(),
+        "versions": versions(),
+        "note": note,
+        "command": "bench/run" + ("" if ctx.mode == "full" else f" --{ctx.mode}"),
+        "benches": merged,
+    }
+
+
+def render_markdown(doc: dict) -> str:
+    info = doc["device_info"]
+    where = (f"{info.get('gpu')} ({info.get('gpu_memory_gb')} GB), CUDA {info.get('cuda')}" if info["kind"] == "cuda"
+             else f"{info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, torch threads {info['torch_threads']}")
+    v = doc.get("versions", {})
+    lines = [
+        f"Device `{doc['device']}`: {where}; torch {v.get('torch', '?')}, diffusers {v.get('diffusers', '?')}, "
+        f"Python {v.get('python', '?')}. Mode {doc['mode']}, {doc['finished_at']}, commit {doc['commit']}, "
+        f"{doc['seconds']:.0f} s in all.",
+    ]
+    if doc.get("note"):
+        lines.append(f"Note: {doc['note']}")
+    lines += ["", "| Benchmark | Measure | Result | Goal | Met | Notes |", "|---|---|---|---|---|---|"]
+    for b in doc["benches"]:
+        for r in b["rows"]:
+            met = {True: "yes", False: "**no**", None: "—"}[r["ok"]]
+            notes = str(r.get("notes", "")).replace("|", "/").replace("\n", " ")
+            name = str(r["name"]).replace("|", "/")
+            lines.append(f"| {b['name']} | {name} | {fmt_value(r['value'], r['unit'])} | {r['goal']} | {met} | "
+                         f"{notes} |")
+    load = [(b["name"], b.get("load_before"), b.get("seconds")) for b in doc["benches"]]
+    lines += ["", "Seconds per benchmark (load average before it): " + ", ".join(
+        f"{n} {s:.0f} s ({la[0] if la else '?'})" for n, la, s in load)]
+    return "\n".join(lines) + "\n"
+
+
+def validate_doc(doc: dict) -> None:
+    """The results file's schema (the smoke test calls this); raises ValueError naming what is wrong."""
+    need = {"schema": int, "device": str, "device_info": dict, "mode": str, "finished_at": str, "seconds": (int, float),
+            "commit": str, "versions": dict, "note": str, "benches": list}
+    for k, t in need.items():
+        if not isinstance(doc.get(k), t):
+            raise ValueError(f"results: {k!r} missing or not {t}")
+    if doc["mode"] not in ("full", "quick", "smoke"):
+        raise ValueError(f"results: mode {doc['mode']!r}")
+    for b in doc["benches"]:
+        for k in ("name", "title", "mode", "rows", "seconds"):
+            if k not in b:
+                raise ValueError(f"results: benchmark entry without {k!r}: {b.get('name')}")
+        if not b["rows"]:
+            raise ValueError(f"results: benchmark {b['name']} has no rows")
+        for r in b["rows"]:
+            if set(r) != {f.name for f in dataclasses.fields(Row)}:
+                raise ValueError(f"results: row fields {sorted(r)} in {b['name']}")
+            if r["value"] is not None and not isinstance(r["value"], (int, float)):
+                raise ValueError(f"results: row {r['name']!r} value {r['value']!r} is not a number")
+            if r["ok"] not in (True, False, None):
+                raise ValueError(f"results: row {r['name']!r} ok {r['ok']!r}")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n")[0],
+                                 epilog="Benchmarks: " + ", ".join(MODULES))
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a few minutes)")
+    mode.add_argument("--smoke", action="store_true", help="tiny configs: tests the harness, the numbers mean nothing")
+    ap.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
+    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    ap.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available, else cpu)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads; 0: torch's default. Default: torch's default, or 1 on a CPU whose load average "
+                         "is already above half its cores (measured here: two OpenMP threads next to other work made "
+                         "a tiny workflow 180x slower than one thread)")
+    ap.add_argument("--out", help="results folder (default bench/results; --smoke: a temporary folder)")
+    ap.add_argument("--models-dir", help="tiny fixture models already built (default: built into a temp folder)")
+    ap.add_argument("--workflows", help="folder of API-format workflows (default workflows/api)")
+    ap.add_argument("--note", default="", help="a sentence stored with the results (e.g. 'machine shared')")
+    ap.add_argument("--no-write", action="store_true", help="print the table, write no results file")
+    return ap.parse_args(argv)
+
+
+def choose_threads(requested: int | None, device: str) -> tuple[int, str]:
+    """(torch threads to set, 0 = leave torch's default; why)."""
+    if requested is not None:
+        return requested, "--threads" if requested else "torch's default (--threads 0)"
+    la = loadavg()
+    if not device.startswith("cuda") and la and la[0] > cpu_count() / 2:
+        return 1, f"1: the machine was busy (load average {la[0]} on {cpu_count()} cores)"
+    return 0, "torch's default"
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    if args.list:
+        for name, b in load_all().items():
+            print(f"{name:12s} {b.title}")
+        return None
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    device = pick_device(args.device)
+    setup_env(device)
+    import torch
+
+    threads, why = choose_threads(args.threads, device)
+    if threads:
+        torch.set_num_threads(threads)
+    ctx = Ctx(mode=mode, device=device, threads=threads,
+              models_dir=Path(args.models_dir) if args.models_dir else None)
+    if args.workflows:
+        ctx.workflows_dir = Path(args.workflows)
+    out = Path(args.out) if args.out else (ctx.tmp / "results" if mode == "smoke" else BENCH_DIR / "results")
+    info = device_info(device)
+    stem = info["name"] + ("" if mode == "full" else f"-{mode}")
+    print(f"VisionKit benchmarks on {info['name']} ({mode}); load average {loadavg()}; torch threads "
+          f"{torch.get_num_threads()} ({why})", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    benches = run_benches(args.only, ctx)
+    previous = None
+    json_path = out / f"{stem}.json"
+    if args.only and json_path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            previous = json.loads(json_path.read_text())
+    doc = results_doc(benches, ctx, time.perf_counter() - t0, args.note, previous)
+    doc["device_info"]["threads_choice"] = why
+    validate_doc(doc)
+    table = render_markdown(doc)
+    print()
+    print(table)
+    if not args.no_write:
+        out.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        (out / f"{stem}.md").write_text(table)
+        print(f"results: {json_path} and {out / (stem + '.md')}", file=sys.stderr)
+    return doc
+
+
+def main_single(name: str, argv=None) -> int:
+    """`python bench/<module>.py [--quick|--smoke] …`: one benchmark, table printed, nothing written."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    doc = main(["--only", name, "--no-write", *args])
+    return 0 if doc and all(b.get("error") is None for b in doc["benches"]) else 1
+
+
+def cli() -> int:
+    """Exit status: 1 when a benchmark failed to run (a goal not met is a row, not a failure)."""
+    doc = main()
+    return 0 if doc is None or all(b.get("error") is None for b in doc["benches"]) else 1
+
+
+if __name__ == "__main__":
+    # the benchmark modules import this file as `harness`: run that module, not a second copy of it
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    import harness as _harness
+
+    sys.exit(_harness.cli())
