@@ -24,9 +24,9 @@ from vk_testing import ROOT
 from vk_testing import workflows as W
 from vk_testing.runner import WorkflowRunner
 
-ISSUE_WORKFLOWS = {"lcm_txt2img", "controlnet_pose", "controlnet_canny", "groundedsam_mask", "text_guided_edit",
-                   "upscale", "clip_zero_shot"}
-IDENTITY_WORKFLOWS = {"ipadapter_style_transfer", "instantid_portrait", "clothes_swap"}
+ISSUE_WORKFLOWS = {"lcm_txt2img", "controlnet_pose", "controlnet_canny", "ipadapter_style_transfer",
+                   "instantid_portrait", "groundedsam_mask", "text_guided_edit", "clothes_swap", "upscale",
+                   "clip_zero_shot"}
 
 
 def _script(name: str):
@@ -262,6 +262,64 @@ def test_clip_zero_shot_ranks_every_label(run, pack):
     direct = pack.NODE_CLASS_MAPPINGS["VisionKitCLIPZeroShot"]().classify(
         model, load_input("visionkit_lions.png"), inputs["labels"], inputs["template"], inputs["show_top"])
     assert direct["ui"]["text"][0] == table
+
+
+def test_ipadapter_style_transfer_is_steered_by_the_reference(run):
+    api, res = run("ipadapter_style_transfer")
+    s = api[find(api, "VisionKitLCMSampler")]["inputs"]
+    save = find(api, "SaveImage")
+    (img,) = res.saved[save]
+    assert img.shape == (1, s["height"], s["width"], 3)
+    apply_id = find(api, "VisionKitIPAdapterApply")
+    assert api[apply_id]["inputs"]["mode"] == "style only"
+    off = json.loads(json.dumps(api))
+    off[apply_id]["inputs"]["weight"] = 0.0
+    (img_off,) = run(off)[1].saved[save]
+    assert float((img - img_off).abs().mean()) > 1e-3, "the style reference had no effect on the image"
+
+
+def test_instantid_portrait_reads_out_the_face_similarity(run, pack):
+    api, res = run("instantid_portrait")
+    s = api[find(api, "VisionKitLCMSampler")]["inputs"]
+    (img,) = res.saved[find(api, "SaveImage")]
+    assert img.shape == (1, s["height"], s["width"], 3)
+    (kps,) = res.previews[find(api, "PreviewImage")]
+    face = load_input(api[find(api, "LoadImage")]["inputs"]["image"])
+    assert kps.shape == face.shape and float(kps.max()) > 0  # the keypoints of the photo's face are drawn
+    sim_id = find(api, "VisionKitFaceSimilarity")
+    similarity, text, _pairs = res.outputs[sim_id]
+    assert res.ui[sim_id] and -1.0 <= similarity <= 1.0
+    # the readout compares the face photo with the generated image (not with itself, which would give 1)
+    fs = pack.NODE_CLASS_MAPPINGS["VisionKitFaceSimilarity"]()
+    model = res.outputs[find(api, "VisionKitFaceAnalysisLoader")][0]
+    kw = {k: v for k, v in api[sim_id]["inputs"].items() if not isinstance(v, list)}
+    direct = fs.compare(face_model=model, image_a=face, image_b=img, **kw)
+    assert (direct["result"] if isinstance(direct, dict) else direct)[0] == similarity
+    itself = fs.compare(face_model=model, image_a=face, image_b=face, **kw)
+    assert abs((itself["result"] if isinstance(itself, dict) else itself)[0] - 1.0) < 1e-4
+
+
+def test_clothes_swap_repaints_only_the_shirt_mask_with_the_reference(run):
+    api = W.for_tests(W.load_api("clothes_swap"))
+    gsam_id = find(api, "VisionKitGroundedSAM")
+    api[gsam_id]["inputs"].update(dilation=0, feather=0)  # see test_text_guided_edit_...: the tiny SAM's checkerboard
+    api, res = run(api)
+    src = load_input(api[find(api, "LoadImage", "Person")]["inputs"]["image"])
+    mask = res.outputs[gsam_id][0]
+    save = find(api, "SaveImage")
+    (out,) = res.saved[save]
+    assert out.shape == src.shape
+    outside, inside = mask[0] == 0, mask[0] >= 0.5
+    assert int(outside.sum()) > 0 and int(inside.sum()) > 0
+    assert torch.equal(out[0][outside], src[0][outside]), "pixels outside the shirt mask changed"
+    assert float((out[0][inside] - src[0][inside]).abs().mean()) > 0.02
+    apply_id = find(api, "VisionKitIPAdapterApply")
+    assert api[apply_id]["inputs"]["attn_mask"] == [gsam_id, 0]  # the reference acts on the shirt only
+    off = json.loads(json.dumps(api))
+    off[apply_id]["inputs"]["weight"] = 0.0
+    (out_off,) = run(off)[1].saved[save]
+    assert float((out - out_off).abs()[0][inside].mean()) > 1e-3, "the garment reference had no effect"
+    assert torch.equal(out_off[0][outside], src[0][outside])
 
 
 def test_every_api_workflow_runs(run):

@@ -58,12 +58,15 @@ def catalog_file(model_id: str) -> str:
 # ---------------------------------------------------------------- shared pieces
 def models_line(*ids: str) -> str:
     from visionkit_pack.models.catalog import CATALOG
+    from visionkit_pack.models.folders import FOLDERS
 
     by = {m.name: m for m in CATALOG}
     parts = []
     for i in ids:
         m = by[i]
-        parts.append(f"• {m.file} → models/{m.folder}/" + ("  (non-commercial licence)" if m.non_commercial else ""))
+        spec = FOLDERS[m.folder]
+        where = f"models/{spec.folder}/" + (f"{spec.subdir}/" if spec.subdir else "")
+        parts.append(f"• {m.file} → {where}" + ("  (non-commercial licence)" if m.non_commercial else ""))
     return "Models (README 'Models' table):\n" + "\n".join(parts)
 
 
@@ -197,7 +200,7 @@ def upscale(g: Graph) -> None:
                      "seams) and saves it.",
                      ["realesrgan-x4plus"], inputs="visionkit_house.png",
                      tips="outscale resizes the result to any factor (e.g. 2); a bigger tile is faster and "
-                          "needs more memory, 0 = the whole image at once."), size=(420, 260))
+                          "needs more memory, 0 = the whole image at once."))
     img = g.node("LoadImage", image="visionkit_house.png", _col=0)
     model = g.node("VisionKitUpscaleModelLoader", model_name=catalog_file("realesrgan-x4plus"), _col=1)
     up = g.node("VisionKitUpscale", upscale_model=model.out(), image=img.out("IMAGE"), outscale=0.0,
@@ -210,8 +213,7 @@ def clip_zero_shot(g: Graph) -> None:
                      "CLIP ranks the candidate texts (one per line) for the image; the table with each text's "
                      "probability shows on the node.",
                      ["clip-b32"], inputs="visionkit_lions.png",
-                     tips="The template wraps every text ('a photo of {}.'); several template lines are averaged."),
-           size=(420, 260))
+                     tips="The template wraps every text ('a photo of {}.'); several template lines are averaged."))
     img = g.node("LoadImage", image="visionkit_lions.png", _col=0)
     clip = g.node("VisionKitCLIPLoader", model_name=catalog_file("clip-b32"), _col=1)
     g.node("VisionKitCLIPZeroShot", clip_model=clip.out(), image=img.out("IMAGE"),
@@ -219,8 +221,92 @@ def clip_zero_shot(g: Graph) -> None:
            _size=[420, 420], _col=2)
 
 
-WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_canny, groundedsam_mask,
-                                      text_guided_edit, upscale, clip_zero_shot)}
+def ipadapter_style_transfer(g: Graph) -> None:
+    g.note(note_text("IP-Adapter style transfer",
+                     "Carries the style of a reference image (colours, brush, texture) onto a new prompt: "
+                     "IP-Adapter in InstantStyle's 'style only' mode feeds the reference to the style layers of "
+                     "SD1.5, the prompt decides the content; LCM-LoRA, 4 steps.",
+                     ["sd15", "lcm-lora-sd15", "ipadapter-sd15", "clip-vision-h"], inputs="visionkit_style.png",
+                     tips="weight sets how strongly the style shows (0.5–1); 'standard' mode also copies the "
+                          "reference's content. " + LCM_TIP))
+    ref = g.node("LoadImage", image="visionkit_style.png", _title="Style reference", _col=0)
+    ipa = g.node("VisionKitIPAdapterLoader", ipadapter_name=catalog_file("ipadapter-sd15"),
+                 clip_vision_name=catalog_file("clip-vision-h"), _col=1)
+    style = g.node("VisionKitIPAdapterApply", ipadapter=ipa.out(), image=ref.out("IMAGE"), weight=0.8,
+                   start_percent=0.0, end_percent=1.0, mode="style only", combine="average", _col=2)
+    pipe, cond = sd15_lcm(g, "a cat sitting on a windowsill", "blurry, low quality", col=1, band=1)
+    img = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), control=style.out(), seed=11,
+                 steps=4, guidance=1.0, scheduler="lcm", width=512, height=512, batch_size=1, denoise=1.0,
+                 _col=3, _band=1)
+    g.node("SaveImage", images=img.out(), filename_prefix="visionkit_style", _col=4, _band=1)
+
+
+def instantid_portrait(g: Graph) -> None:
+    g.note(note_text("InstantID portrait",
+                     "An identity-preserving portrait from one face photo: InsightFace finds the face and its "
+                     "identity embedding, InstantID feeds it to SDXL (image tokens + IdentityNet on the face's "
+                     "keypoints); LCM-LoRA SDXL, 6 steps. Face Similarity reads out how alike the photo's face and "
+                     "the result's face are (ArcFace cosine, 1 = same).",
+                     ["sdxl", "lcm-lora-sdxl", "instantid", "instantid-controlnet", "antelopev2"],
+                     inputs="visionkit_face.png (a drawing; use a clear, front-facing photo)",
+                     tips="InsightFace's antelopev2 and InstantID are for non-commercial research only. More "
+                          "likeness: raise ip_weight / controlnet_strength; more freedom: lower them. A pose image "
+                          "(pose_image input) takes the keypoints from another face."))
+    face = g.node("LoadImage", image="visionkit_face.png", _title="Face photo", _col=0)
+    fa = g.node("VisionKitFaceAnalysisLoader", pack_name=catalog_file("antelopev2"), provider="auto", det_size=640,
+                det_thresh=0.5, _col=1)
+    iid = g.node("VisionKitInstantIDLoader", instantid_name=catalog_file("instantid"),
+                 controlnet_name=catalog_file("instantid-controlnet"), _col=1)
+    apply = g.node("VisionKitInstantIDApply", instantid=iid.out(), face_model=fa.out(), face_image=face.out("IMAGE"),
+                   ip_weight=0.8, controlnet_strength=0.8, start_percent=0.0, end_percent=1.0, _col=2)
+    g.node("PreviewImage", images=apply.out("keypoints"), _title="Face keypoints", _col=3)
+    pipe = g.node("VisionKitPipelineLoader", model_name="checkpoints/" + catalog_file("sdxl"), _col=1, _band=1)
+    lcm = g.node("VisionKitLoraLoader", pipeline=pipe.out(), lora_name=catalog_file("lcm-lora-sdxl"),
+                 strength_model=1.0, strength_clip=1.0, _title="Load LCM-LoRA (SDXL)", _col=1, _band=1)
+    cond = g.node("VisionKitPromptEncode", pipeline=lcm.out(), positive="portrait photo of a person as an astronaut, "
+                  "studio light, detailed face", negative="blurry, deformed, low quality", _col=2, _band=1)
+    img = g.node("VisionKitLCMSampler", pipeline=lcm.out(), conditioning=cond.out(), control=apply.out("control"),
+                 seed=21, steps=6, guidance=1.5, scheduler="lcm", width=1024, height=1024, batch_size=1, denoise=1.0,
+                 _col=3, _band=1)
+    g.node("SaveImage", images=img.out(), filename_prefix="visionkit_instantid", _col=4, _band=1)
+    g.node("VisionKitFaceSimilarity", face_model=fa.out(), image_a=face.out("IMAGE"), image_b=img.out(),
+           selection="largest", combine="mean", if_no_face="score 0", index=0, _title="Face similarity (photo vs "
+           "result)", _col=4)
+
+
+def clothes_swap(g: Graph) -> None:
+    g.note(note_text("Clothes swap",
+                     "Grounded SAM masks the shirt ('shirt' → box → mask, grown by 8 px); SD1.5 + LCM-LoRA "
+                     "repaints it from the prompt, and an IP-Adapter shows the garment to copy (only inside the "
+                     "mask); the result is pasted into the original through the mask.",
+                     ["grounding-dino-tiny-hf", "sam-b", "sd15", "lcm-lora-sd15", "ipadapter-sd15", "clip-vision-h"],
+                     inputs="visionkit_person.png, visionkit_garment.png (the garment reference)",
+                     tips="No reference: bypass 'Apply IP-Adapter' (select it, Ctrl+B); the prompt alone then "
+                          "decides. Other clothes: change the Grounded SAM prompt ('trousers', 'jacket'). "
+                          + LCM_TIP))
+    person = g.node("LoadImage", image="visionkit_person.png", _title="Person", _col=0)
+    dino = g.node("VisionKitGroundingDINOLoader", model_name=catalog_file("grounding-dino-tiny-hf"), _col=1)
+    sam = g.node("VisionKitSAMLoader", model_name=catalog_file("sam-b"), _col=1)
+    gsam = g.node("VisionKitGroundedSAM", image=person.out("IMAGE"), dino_model=dino.out(), sam_model=sam.out(),
+                  prompt="shirt", position="largest", best_only=False, dilation=8, feather=4, _col=2)
+    g.node("PreviewImage", images=gsam.out("preview"), _title="Shirt mask", _col=3)
+    garment = g.node("LoadImage", image="visionkit_garment.png", _title="Garment reference", _col=2, _band=1)
+    ipa = g.node("VisionKitIPAdapterLoader", ipadapter_name=catalog_file("ipadapter-sd15"),
+                 clip_vision_name=catalog_file("clip-vision-h"), _col=2, _band=1)
+    ref = g.node("VisionKitIPAdapterApply", ipadapter=ipa.out(), image=garment.out("IMAGE"), attn_mask=gsam.out("mask"),
+                 weight=0.7, start_percent=0.0, end_percent=1.0, mode="standard", combine="average", _col=3, _band=1)
+    pipe, cond = sd15_lcm(g, "a green and white striped shirt", "", col=0, band=2)
+    gen = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), control=ref.out(),
+                 image=person.out("IMAGE"), mask=gsam.out("mask"), seed=5, steps=6, guidance=1.0, scheduler="lcm",
+                 width=512, height=512, batch_size=1, denoise=1.0, _col=4, _band=2)
+    paste = g.node("ImageCompositeMasked", destination=person.out("IMAGE"), source=gen.out(), mask=gsam.out("mask"),
+                   x=0, y=0, resize_source=False, _title="Paste into the original", _col=5, _band=2)
+    g.node("SaveImage", images=paste.out(), filename_prefix="visionkit_clothes", _col=6, _band=2)
+
+
+WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_canny, ipadapter_style_transfer,
+                                      instantid_portrait, groundedsam_mask, text_guided_edit, clothes_swap, upscale,
+                                      clip_zero_shot)}
 
 
 def build(name: str, defs: dict | None = None) -> tuple[dict, dict]:

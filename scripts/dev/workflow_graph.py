@@ -185,8 +185,11 @@ class Graph:
         self.nodes.append(n)
         return n
 
-    def note(self, text: str, *, size=(400, 300), col: int = 0, band: int = 0) -> Node:
-        n = self.node("Note", text=text, _size=list(size), _col=col, _band=band)
+    def note(self, text: str, *, width: int = 400, col: int = 0, band: int = 0) -> Node:
+        """A Note tall enough for its text (about 52 characters per line at width 400, 13.5 px per line)."""
+        per_line = max(20, int(52 * width / 400))
+        lines = sum(max(1, -(-len(line) // per_line)) for line in text.splitlines())
+        n = self.node("Note", text=text, _size=[width, int(50 + 13.5 * lines)], _col=col, _band=band)
         n.extra_ui = {"color": "#432", "bgcolor": "#653"}
         return n
 
