@@ -74,6 +74,28 @@ def test_api_workflow_succeeds_and_its_images_can_be_fetched(server, name):
         assert view(server, image).size == (src.width * 4, src.height * 4)
 
 
+def test_text_guided_edit_with_comfyuis_own_composite_changes_only_the_mask(server):
+    """The T1 runner pastes with a stand-in; here ComfyUI's real ImageCompositeMasked does it. The mask is saved
+    too (MaskToImage) to compare pixels. As in T1, the tiny SAM's checkerboard mask is used ungrown."""
+    import numpy as np
+
+    api = W.for_tests(W.load_api("text_guided_edit"))
+    seg = find_one(api, "VisionKitSAMSegment")
+    api[seg]["inputs"].update(dilation=0, feather=0)
+    api["90"] = {"class_type": "MaskToImage", "inputs": {"mask": [seg, 0]}}
+    api["91"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": "t2_edit_mask"}}
+    entry = server.run_prompt(api, timeout=300)
+    save = next(k for k, n in api.items() if n["class_type"] == "SaveImage" and k != "91")
+    out = np.asarray(view(server, entry["outputs"][save]["images"][0]).convert("RGB")).astype(int)
+    mask = np.asarray(view(server, entry["outputs"]["91"]["images"][0]).convert("L")).astype(int)
+    src = np.asarray(view(server, {"filename": api[find_one(api, "LoadImage")]["inputs"]["image"], "type": "input"})
+                     .convert("RGB")).astype(int)
+    outside, inside = mask == 0, mask == 255
+    assert outside.any() and inside.any()
+    assert np.abs(out[outside] - src[outside]).max() <= 1, "pixels outside the mask changed"  # 8-bit round trip
+    assert np.abs(out[inside] - src[inside]).mean() > 5, "the masked region was not repainted"
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("model", "was not found"),
     ("link", "Required input is missing"),

@@ -121,6 +121,17 @@ def test_workflow_loads_and_its_prompt_is_the_api_twin(page, shots, name):
         publish(shot)
 
 
+def test_a_model_name_the_server_does_not_have_is_kept(page):
+    """A user without the model opens a template: the page keeps the saved name in the combo (so the prompt
+    names the file to get) instead of silently picking another model."""
+    ui = copy.deepcopy(W.load_ui("upscale"))
+    loader = next(n for n in ui["nodes"] if n["type"] == "VisionKitUpscaleModelLoader")
+    loader["widgets_values"][0] = "RealESRGAN_x4plus_not_here.pth"
+    assert page.load_workflow(ui, "absent-model") == []
+    out = page.graph_to_prompt()["output"]
+    assert out[str(loader["id"])]["inputs"]["model_name"] == "RealESRGAN_x4plus_not_here.pth"
+
+
 def test_bypassing_the_optional_ip_adapter_of_clothes_swap(page):
     ui, api = W.load_ui("clothes_swap"), W.load_api("clothes_swap")
     assert page.load_workflow(ui, "clothes_swap") == []
