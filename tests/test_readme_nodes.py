@@ -28,7 +28,7 @@ def test_readme_is_what_the_generator_writes():
 def test_node_table_lists_the_registry():
     pack = import_pack()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(VisionKit\w+)` \| ([^|]+) \| ((?:[^|\\]|\\.)+) \| (.+) \|$", readme, re.M)
+    rows = re.findall(r"^\| `(VisionKit\w+)` \| ([^|]+) \| ((?:[^|\\]|\\.)+) \| (.+) \|$", readme, re.MULTILINE)
     assert [r[0] for r in rows] == list(pack.NODE_CLASS_MAPPINGS), "README node table ≠ nodes/__init__.py registry"
     for node_id, display, what, io in rows:
         cls = pack.NODE_CLASS_MAPPINGS[node_id]

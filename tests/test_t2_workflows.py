@@ -13,7 +13,6 @@ import json
 import urllib.parse
 
 import pytest
-
 from vk_testing import workflows as W
 from vk_testing.comfy_server import PACK_FOLDER, comfy  # noqa: F401  (the session fixture)
 

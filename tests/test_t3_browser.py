@@ -20,7 +20,6 @@ import json
 import time
 
 import pytest
-
 from vk_testing import import_pack
 from vk_testing import workflows as W
 from vk_testing.browser import (

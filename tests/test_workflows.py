@@ -14,12 +14,10 @@ import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from vk_testing import ROOT
 from vk_testing import workflows as W
 from vk_testing.runner import WorkflowRunner
@@ -211,7 +209,7 @@ def test_groundedsam_mask_is_sams_answer_to_the_found_boxes(run, pack):
         seg_inputs["feather"], seg_inputs["output"], points=points)[0]
     assert mask_img.shape == (1, *src.shape[1:3], 3)
     assert torch.equal(mask_img[..., 0], direct)
-    x0, y0, x1, y1 = (int(round(v)) for v in boxes[0][0]["box"])
+    x0, y0, x1, y1 = (round(v) for v in boxes[0][0]["box"])
     assert float(direct[0, y0:y1, x0:x1].mean()) > 0, "the mask is empty inside the box that prompted it"
     previews = [res.previews[k][0] for k in res.previews]
     assert all(p.shape == src.shape for p in previews) and len(previews) == 2
@@ -234,7 +232,7 @@ def test_text_guided_edit_changes_only_the_left_lion_mask(run, pack):
         d["best_only"], d["resolution"])[0][0]
     chosen = res.outputs[det_id][0][0]
     assert len(chosen) == 1 and all_boxes
-    centre = lambda b: (b["box"][0] + b["box"][2]) / 2  # noqa: E731
+    centre = lambda b: (b["box"][0] + b["box"][2]) / 2
     assert centre(chosen[0]) == min(centre(b) for b in all_boxes)
 
     mask = res.outputs[seg_id][0]
@@ -287,7 +285,7 @@ def test_instantid_portrait_reads_out_the_face_similarity(run, pack):
     face = load_input(api[find(api, "LoadImage")]["inputs"]["image"])
     assert kps.shape == face.shape and float(kps.max()) > 0  # the keypoints of the photo's face are drawn
     sim_id = find(api, "VisionKitFaceSimilarity")
-    similarity, text, _pairs = res.outputs[sim_id]
+    similarity, _text, _pairs = res.outputs[sim_id]
     assert res.ui[sim_id] and -1.0 <= similarity <= 1.0
     # the readout compares the face photo with the generated image (not with itself, which would give 1)
     fs = pack.NODE_CLASS_MAPPINGS["VisionKitFaceSimilarity"]()
@@ -326,5 +324,5 @@ def test_every_api_workflow_runs(run):
     """Nothing shipped is left out of the content tests above by accident: each one runs here too."""
     covered = ISSUE_WORKFLOWS
     for name in sorted(set(W.names()) - covered):
-        api, res = run(name)
+        _api, res = run(name)
         assert res.saved or res.previews or res.ui, name

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workflow_graph import CORE_NODES, Graph, core_node_def, node_def_from_class  # noqa: E402
+from workflow_graph import CORE_NODES, Graph, core_node_def, node_def_from_class
 
 PACK_NAME = "visionkit_pack"
 

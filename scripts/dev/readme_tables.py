@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workflows import import_pack  # noqa: E402
+from build_workflows import import_pack
 
 NODES_BEGIN, NODES_END = "<!-- generated: node table (scripts/dev/readme_tables.py) -->", "<!-- end: node table -->"
 WF_BEGIN, WF_END = "<!-- generated: workflows (scripts/dev/readme_tables.py) -->", "<!-- end: workflows -->"

@@ -111,13 +111,13 @@ def core_node_def(type_name: str) -> NodeDef:
 
 @dataclass(frozen=True)
 class Out:
-    node: "Node"
+    node: Node
     slot: int
 
 
 @dataclass
 class Node:
-    graph: "Graph"
+    graph: Graph
     id: int
     d: NodeDef
     values: dict  # widget name -> value
