@@ -47,3 +47,4 @@ def test_every_shipped_workflow_has_a_readme_entry_and_screenshot():
         assert f"workflows/api/{p.stem}.json" in readme, p.stem
         shot = f"docs/screenshots/workflow_{p.stem}.png"
         assert shot in readme and (ROOT / shot).is_file(), f"{shot} is missing (scripts/dev/update_screenshots)"
+        assert p.with_suffix(".jpg").is_file(), f"no Templates-dialog thumbnail {p.with_suffix('.jpg').name}"

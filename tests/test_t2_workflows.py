@@ -50,6 +50,8 @@ def test_templates_route_lists_the_shipped_workflows(server):
     assert sorted(listed.get(PACK_FOLDER, [])) == W.names(), listed
     served = json.loads(fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/upscale.json"))
     assert served == W.load_ui("upscale")
+    # the Templates dialog's thumbnail of a custom node's template: <name>.jpg beside it
+    assert fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/upscale.jpg")[:2] == b"\xff\xd8"
 
 
 @pytest.mark.parametrize("name", W.names())

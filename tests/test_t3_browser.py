@@ -8,7 +8,8 @@
 - bypassing the optional IP-Adapter of clothes_swap leaves a prompt without it;
 - the Run button (app.queuePrompt) runs a workflow to success in /history;
 - a screenshot of each workflow goes to a temp folder (printed), or $VISIONKIT_TEST_OUTPUT/t3; with
-  VISIONKIT_UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (scripts/dev/update_screenshots).
+  VISIONKIT_UPDATE_SCREENSHOTS=1 also to docs/screenshots/ and, as the Templates dialog's thumbnail, to
+  workflows/<name>.jpg (scripts/dev/update_screenshots).
 
 The server is the session's shared one (the `comfy` fixture), with the tiny models linked under the real names,
 so the combos hold the shipped model names. Skipped when Playwright or Chromium is missing.
@@ -28,6 +29,7 @@ from vk_testing.browser import (
     launch_browser,
     missing_reason,
     publish,
+    publish_thumbnail,
     screenshot_folder,
     update_docs_screenshots,
     write_settings,
@@ -118,6 +120,7 @@ def test_workflow_loads_and_its_prompt_is_the_api_twin(page, shots, name):
     assert shot.stat().st_size > 10_000
     if update_docs_screenshots():
         publish(shot)
+        publish_thumbnail(shot, W.WORKFLOWS_DIR / f"{name}.jpg")
 
 
 def test_a_model_name_the_server_does_not_have_is_kept(page):

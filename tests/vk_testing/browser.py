@@ -214,3 +214,13 @@ def publish(path: Path, name: str | None = None) -> Path:
     dest = DOCS_SCREENSHOTS / (name or Path(path).name)
     Image.open(path).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(dest, optimize=True)
     return dest
+
+
+def publish_thumbnail(path: Path, dest: Path, width: int = 640) -> Path:
+    """A JPEG thumbnail beside a workflow: the Templates dialog shows /api/workflow_templates/<pack>/<name>.jpg."""
+    from PIL import Image
+
+    im = Image.open(path).convert("RGB")
+    im = im.resize((width, max(1, round(im.height * width / im.width))), Image.Resampling.LANCZOS)
+    im.save(dest, quality=82, optimize=True)
+    return dest
