@@ -17,11 +17,13 @@ notes) vs the default scheduler (PNDM for SD1.5, Euler discrete for SDXL) at 25 
 passes per step); goal ≤ 0.2. The node (VisionKitLCMSampler) vs diffusers' StableDiffusion(XL)Pipeline with
 the same components, embeddings, LCMScheduler, seed and size, interleaved; goal ≤ 1.05 (the outputs are
 compared too). On CUDA: fp16 vs fp32, SDPA vs diffusers' classic attention, channels-last.
+VISIONKIT_BENCH_LCM_VARIANT=sd15|sd15-half|sd15-tiny|sdxl-small forces the model.
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +116,10 @@ def diffusers_pipeline(comps):
 
 
 def pick_variant(ctx) -> str:
+    forced = os.environ.get("VISIONKIT_BENCH_LCM_VARIANT")  # sd15 | sd15-half | sd15-tiny | sdxl-small
+    if forced:
+        unet_vae_configs(forced)  # a clear error for an unknown name
+        return forced
     if ctx.smoke:
         return "sd15-tiny"
     if ctx.quick:
@@ -156,16 +162,16 @@ def bench(ctx) -> list[Row]:
 
         pipe = diffusers_pipeline(comps)
 
-        def run_diffusers(guidance):
+        def run_diffusers(guidance, steps=lcm_steps):
             kw = {}
             if comps.arch == "sdxl":
                 kw = {"pooled_prompt_embeds": cond.pooled, "negative_pooled_prompt_embeds": cond.negative_pooled}
             return pipe(prompt_embeds=cond.prompt_embeds, negative_prompt_embeds=cond.negative_prompt_embeds,
-                        num_inference_steps=lcm_steps, guidance_scale=guidance, height=size, width=size,
+                        num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
                         generator=torch.Generator().manual_seed(common["seed"]), output_type="pt", **kw).images
 
         run_node("lcm", 1, 1.0)  # warm-up (first-call allocations, kernel selection)
-        run_diffusers(1.0)
+        run_diffusers(1.0, 1)
         ctx.log(f"lcm: node vs diffusers, {lcm_steps} LCM steps, {rounds} interleaved rounds")
         times, outs = harness.interleaved({"node": lambda: run_node("lcm", lcm_steps, 1.0),
                                            "diffusers": lambda: run_diffusers(1.0)}, rounds, ctx.sync)
