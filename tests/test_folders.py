@@ -101,15 +101,14 @@ def test_several_roots_first_wins(folders, models_dir, tmp_path, monkeypatch):
     assert folders.resolve("upscale_models", "only_here.pth").startswith(str(second))
 
 
-def test_insightface_packs_are_folders_under_models(folders, models_dir):
-    pack_dir = models_dir / "insightface" / "models" / "antelopev2"
+def test_insightface_packs_are_folders_under_models(folders, tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    pack_dir = root / "insightface" / "models" / "antelopev2"
     pack_dir.mkdir(parents=True)
     (pack_dir / "glintr100.onnx").write_bytes(b"x")
-    try:
-        assert folders.list_models("insightface") == ["antelopev2"]
-    finally:
-        (pack_dir / "glintr100.onnx").unlink()
-        pack_dir.rmdir()
+    (root / "insightface" / "stray.onnx").write_bytes(b"x")  # beside models/, not a pack
+    monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(root))
+    assert folders.list_models("insightface") == ["antelopev2"]
 
 
 def test_registration_with_comfy_folder_paths_adds_and_never_replaces(pack, monkeypatch, tmp_path):
