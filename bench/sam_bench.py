@@ -73,7 +73,7 @@ def bench(ctx) -> list[Row]:
     image = torch.rand(1, H, W, 3, generator=g)
     rgb = S._to_uint8_rgb(image[0])
     node = pack.NODE_CLASS_MAPPINGS["VisionKitSAMSegment"]()
-    boxes = lambda n: [[{"box": b, "score": 1.0, "label": "x"} for b in BOXES[:n]]]  # noqa: E731
+    boxes = lambda n: [[{"box": b, "score": 1.0, "label": "x"} for b in BOXES[:n]]]
     with harness.env(VISIONKIT_MODELS_DIR=root), fresh_cache() as cache:
         (spec,) = pack.NODE_CLASS_MAPPINGS["VisionKitSAMLoader"]().load(name)
         with cache.use(spec) as sam:

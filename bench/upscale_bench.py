@@ -225,7 +225,7 @@ def bench(ctx) -> list[Row]:
         image = make_image(h1, w1)
         prepared = {k: i.prepare(image) for k, i in impls.items()}
         ctx.log(f"upscale: timing {w1}×{h1}, {repeats} interleaved rounds")
-        times, _ = harness.interleaved({k: (lambda i=i, k=k: i.run(prepared[k])) for k, i in impls.items()}, repeats,
+        times, _ = harness.interleaved({k: (lambda i=i, x=prepared[k]: i.run(x)) for k, i in impls.items()}, repeats,
                                        ctx.sync)
         del impls, prepared
         gc.collect()
@@ -273,7 +273,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--weights")
     ap.add_argument("--cases", nargs="+")
-    args, rest = ap.parse_known_args()
+    args, _rest = ap.parse_known_args()
     if args.worker:
         worker(args)
         return 0

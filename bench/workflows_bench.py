@@ -222,7 +222,7 @@ def rss_cases(models: str, inputs: Path, files: list) -> list[dict]:
                 gc.collect()
                 reset = harness.reset_peak_rss()
                 base = (harness.status_kb("VmRSS") or 0) * 1024
-                t, _ = harness.timed(lambda: run_once(api, Path(inputs)))
+                t, _ = harness.timed(lambda a=api: run_once(a, Path(inputs)))
                 results.append({"workflow": str(wf), "peak": harness.peak_rss_bytes(), "base": base, "seconds": t,
                                 "how": "VmHWM" + (" (reset before the run)" if reset else "")})
     return results
