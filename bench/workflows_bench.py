@@ -40,56 +40,6 @@ def _testing():
     return runner, workflows
 
 
-# ---------------------------------------------------------------- core-node stand-ins the runner lacks
-class MaskToImage:
-    """Bench stand-in for ComfyUI's MaskToImage: a MASK as a gray IMAGE."""
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"mask": ("MASK", {})}}
-
-    def run(self, mask):
-        m = mask if mask.ndim == 3 else mask.unsqueeze(0)
-        return (m.unsqueeze(-1).expand(*m.shape, 3).contiguous(),)
-
-
-class ImageCompositeMasked:
-    """Bench stand-in for ComfyUI's ImageCompositeMasked: source over destination at (x, y) through a mask."""
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"destination": ("IMAGE", {}), "source": ("IMAGE", {}), "x": ("INT", {}),
-                             "y": ("INT", {}), "resize_source": ("BOOLEAN", {})},
-                "optional": {"mask": ("MASK", {})}}
-
-    def run(self, destination, source, x, y, resize_source, mask=None):
-        import torch
-
-        out = destination.clone()
-        h, w = out.shape[1:3]
-        if resize_source:
-            source = torch.nn.functional.interpolate(source.movedim(-1, 1), size=(h, w), mode="bilinear").movedim(1, -1)
-        sh, sw = min(source.shape[1], h - y), min(source.shape[2], w - x)
-        if sh <= 0 or sw <= 0:
-            return (out,)
-        m = torch.ones(1, sh, sw) if mask is None else mask[:, :sh, :sw]
-        if m.shape[1:] != (sh, sw):
-            m = torch.nn.functional.interpolate(mask.unsqueeze(1), size=(sh, sw), mode="bilinear").squeeze(1)
-        m = m.unsqueeze(-1)
-        region = out[:, y:y + sh, x:x + sw]
-        out[:, y:y + sh, x:x + sw] = source[:, :sh, :sw] * m + region * (1 - m)
-        return (out,)
-
-
-STAND_INS = {"MaskToImage": MaskToImage, "ImageCompositeMasked": ImageCompositeMasked}
-
-
 # ---------------------------------------------------------------- timing the loads
 class LoadClock:
     """Time in loader nodes, plus cache acquisitions made by other nodes; tags file opens by cache build."""
@@ -164,25 +114,16 @@ def prepare(ctx) -> tuple[Path, Path, list[Path]]:
     return f"{tiny}{os.pathsep}{aliases}", inputs, files
 
 
-def node_classes(api: dict, runner_mod):
-    """The pack's nodes, plus the bench's stand-ins for core nodes the test runner does not know."""
-    pack = harness.import_pack()
-    classes = dict(pack.NODE_CLASS_MAPPINGS)
-    probe = runner_mod.WorkflowRunner(classes)
-    for node in api.values():
-        t = node.get("class_type")
-        if t in classes or t not in STAND_INS:
-            continue
-        try:
-            probe._class("?", t, runner_mod.RunResult())
-        except runner_mod.WorkflowError:
-            classes[t] = STAND_INS[t]
-    return classes
+def node_classes():
+    """The pack's nodes plus the tests' stand-ins for the core nodes the shipped workflows use
+    (tests/vk_testing/workflows.CORE_STAND_INS: MaskToImage, ImageCompositeMasked)."""
+    _runner, W = _testing()
+    return {**harness.import_pack().NODE_CLASS_MAPPINGS, **getattr(W, "CORE_STAND_INS", {})}
 
 
 def run_once(api: dict, inputs: Path, clock: LoadClock | None = None):
     runner_mod, _W = _testing()
-    classes = node_classes(api, runner_mod)
+    classes = node_classes()
     if clock is not None:
         used = {n["class_type"] for n in api.values()}
         classes = {k: (clock.wrap_node(v, k) if k in used else v) for k, v in classes.items()}
