@@ -388,8 +388,31 @@ def _resolve(lf: LoraFile, component: str, module) -> tuple[list, list]:
     return found, missing
 
 
+_FITS: dict = {}  # (id(lf), id(comps)) -> (weakref(lf), weakref(comps), notes): the answer for cached objects
+_FITS_LOCK = threading.Lock()
+
+
 def check_fits(lf: LoraFile, comps) -> list[str]:
-    """Problems applying `lf` to the pipeline's components ([] = fits). Raises for a shape mismatch."""
+    """Problems applying `lf` to the pipeline's components ([] = fits). Raises for a shape mismatch.
+
+    Both objects live in the shared cache, so the answer is remembered for this pair of objects (a reloaded
+    file or pipeline is a new object and is checked again): the LoRA loader of a cached workflow run costs a
+    dictionary lookup, not a walk over every layer.
+    """
+    key = (id(lf), id(comps))
+    with _FITS_LOCK:
+        hit = _FITS.get(key)
+        if hit is not None and hit[0]() is lf and hit[1]() is comps:
+            return list(hit[2])
+    notes = _check_fits(lf, comps)
+    with _FITS_LOCK:
+        for k in [k for k, v in _FITS.items() if v[0]() is None or v[1]() is None]:
+            del _FITS[k]
+        _FITS[key] = (weakref.ref(lf), weakref.ref(comps), tuple(notes))
+    return notes
+
+
+def _check_fits(lf: LoraFile, comps) -> list[str]:
     notes = []
     for comp in lf.components():
         module = getattr(comps, comp, None)
