@@ -170,20 +170,12 @@ def setup_env(device: str) -> None:
 
 
 def import_pack():
-    """The repository imported as a package named PACK (as the tests do), once."""
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    import importlib.util
+    """The repository imported as a package named PACK, once: the tests' own importer (tests/vk_testing)."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    from vk_testing import import_pack as tests_import_pack
 
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        sys.modules.pop(PACK, None)
-        raise
-    return mod
+    return tests_import_pack()
 
 
 @contextlib.contextmanager

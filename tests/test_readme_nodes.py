@@ -6,22 +6,13 @@ independently of the script.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 
-from vk_testing import ROOT, import_pack
+from vk_testing import ROOT, dev_script, import_pack
 
 
 def test_readme_is_what_the_generator_writes():
-    path = ROOT / "scripts" / "dev" / "readme_tables.py"
-    spec = importlib.util.spec_from_file_location("_vk_readme_tables", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(path.parent))
+    mod = dev_script("readme_tables")
     assert mod.main(["--check"]) == 0
 
 

@@ -10,33 +10,19 @@ check catches hand edits and a stale generator output.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from vk_testing import ROOT
+from vk_testing import ROOT, dev_script
 from vk_testing import workflows as W
 from vk_testing.runner import WorkflowRunner
 
 ISSUE_WORKFLOWS = {"lcm_txt2img", "controlnet_pose", "controlnet_canny", "ipadapter_style_transfer",
                    "instantid_portrait", "groundedsam_mask", "text_guided_edit", "clothes_swap", "upscale",
                    "clip_zero_shot"}
-
-
-def _script(name: str):
-    path = ROOT / "scripts" / "dev" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_vk_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(path.parent))
-    return mod
 
 
 def find(api: dict, class_type: str, title: str | None = None) -> str:
@@ -86,8 +72,8 @@ def test_generated_files_are_up_to_date():
     """workflows/ and workflows/api/ are exactly what scripts/dev/build_workflows.py writes from the node classes
     (a node whose inputs changed makes this fail until the files are rebuilt), and the example images are
     what scripts/dev/make_example_inputs.py draws."""
-    assert _script("build_workflows").main(["--check"]) == 0
-    assert _script("make_example_inputs").main(["--check"]) == 0
+    assert dev_script("build_workflows").main(["--check"]) == 0
+    assert dev_script("make_example_inputs").main(["--check"]) == 0
 
 
 @pytest.mark.parametrize("name", W.names())

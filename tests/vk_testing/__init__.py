@@ -24,3 +24,16 @@ def import_pack():
         sys.modules.pop(PACK, None)
         raise
     return mod
+
+
+def dev_script(name: str):
+    """A module of scripts/dev/ (workflow and README generators), imported from its file for the tests."""
+    path = ROOT / "scripts" / "dev" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_vk_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
