@@ -22,8 +22,6 @@ import datetime as _dt
 import importlib
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 PACK = "visionkit_pack"  # the name tests and benchmarks import the pack by
 SCHEMA = 1
+from file_audit import FileAudit  # noqa: E402,F401  (re-exported: harness.FileAudit)
+from machine import (  # noqa: E402,F401  (device_name, device_info, available_memory_bytes: re-exported)
+    available_memory_bytes, cpu_count, device_info, device_name, git_commit, loadavg, pick_device, versions,
+)
+
 MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench")  # table order
 
 
@@ -292,109 +295,6 @@ def run_worker(script: Path, args: list[str], timeout: float = 900, env_extra: d
     return json.loads(lines[-1])
 
 
-# ---------------------------------------------------------------- file reads
-class FileAudit:
-    """Which files were opened, by path: Python's `open` audit event (builtins.open, os.open, torch.load's
-    own open, zipfile) plus wrappers for the readers that open in native code (safetensors' safe_open, which
-    load_file uses too; onnxruntime's InferenceSession). Only paths under `roots` are kept.
-
-    `tag` (e.g. the cache build in progress) is recorded with each open, so a caller can tell one load that
-    opens a file twice (a header check, then the read) from two loads of the same file.
-    """
-
-    _hook_installed = False
-    _active: "FileAudit | None" = None
-
-    def __init__(self, roots):
-        self.roots = [os.path.realpath(str(r)) for r in roots]
-        self.events: list[tuple[str, str]] = []  # (real path, tag)
-        self.tag = ""
-        self._patched: list[tuple[Any, str, Any]] = []
-
-    # the audit hook stays for the life of the process (hooks cannot be removed); it is idle unless active
-    @classmethod
-    def _hook(cls, event, args):
-        if event == "open" and cls._active is not None and args:
-            cls._active._record(args[0])
-
-    def _record(self, path) -> None:
-        if isinstance(path, int) or path is None:
-            return
-        try:
-            p = os.path.realpath(os.fsdecode(path))
-        except Exception:  # noqa: BLE001 - never break the program being audited
-            return
-        if any(p == r or p.startswith(r + os.sep) for r in self.roots):
-            self.events.append((p, self.tag))
-
-    def _wrap(self, original):
-        audit = self
-
-        def wrapper(filename, *a, **kw):
-            audit._record(filename)
-            return original(filename, *a, **kw)
-
-        wrapper.__vk_original__ = original
-        return wrapper
-
-    def __enter__(self):
-        if not FileAudit._hook_installed:
-            sys.addaudithook(FileAudit._hook)
-            FileAudit._hook_installed = True
-        FileAudit._active = self
-        try:
-            import safetensors
-            import safetensors.torch
-
-            original = safetensors.safe_open
-            wrapper = self._wrap(original)
-            for mod in list(sys.modules.values()):  # also modules that did `from safetensors import safe_open`
-                try:
-                    if getattr(mod, "safe_open", None) is original:
-                        self._patched.append((mod, "safe_open", original))
-                        setattr(mod, "safe_open", wrapper)
-                except Exception:  # noqa: BLE001 - lazy modules may refuse getattr
-                    continue
-        except ImportError:
-            pass
-        try:
-            import onnxruntime as ort
-
-            cls = ort.InferenceSession
-            init = cls.__init__
-
-            def ort_init(this, path_or_bytes, *a, _init=init, **kw):
-                if isinstance(path_or_bytes, (str, os.PathLike)):
-                    self._record(path_or_bytes)
-                return _init(this, path_or_bytes, *a, **kw)
-
-            self._patched.append((cls, "__init__", init))
-            cls.__init__ = ort_init
-        except ImportError:
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        FileAudit._active = None
-        for obj, name, original in reversed(self._patched):
-            setattr(obj, name, original)
-        self._patched.clear()
-        return False
-
-    def opens(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for p, _ in self.events:
-            out[p] = out.get(p, 0) + 1
-        return out
-
-    def loads_per_file(self) -> dict[str, int]:
-        """Per file: how many distinct tags (e.g. cache builds) opened it."""
-        tags: dict[str, set] = {}
-        for p, t in self.events:
-            tags.setdefault(p, set()).add(t)
-        return {p: len(t) for p, t in tags.items()}
-
-
 def loader_row(ctx, root, node_id: str, name: str, what: str, size_note: str) -> Row:
     """A loader node on a real-size file: cold load (fresh cache) vs a cached load, and the model files each
     one opened (a cached load must open none)."""
@@ -412,122 +312,6 @@ def loader_row(ctx, root, node_id: str, name: str, what: str, size_note: str) ->
              f"{cold_opens} cold, {warm_opens} in {n} cached loads; cache {stats['misses']} miss, {stats['hits']} hits")
     return goal_row(f"{what} loader: cached load vs cold", cold / warm, ">=", 50, "×", notes,
                     extra_ok=warm_opens == 0)
-
-
-# ---------------------------------------------------------------- device
-def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
-    return re.sub(r"-{2,}", "-", s)
-
-
-def device_name(kind: str, model: str, cores: int = 0) -> str:
-    """'cpu-<model>-<n>cores' or 'cuda-<gpu name>', file-name safe ('Intel(R) Xeon(R) CPU @ 2.20GHz' → 'Intel-Xeon')."""
-    if kind == "cuda":
-        return _slug(f"cuda-{model}")
-    model = re.sub(r"\((R|TM|tm)\)|\bCPU @.*$|\b(\d+-Core )?Processor\b", "", model)
-    return _slug(f"cpu-{model}-{cores}cores")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  check=False).stdout.strip() or platform.machine()
-        except OSError:
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def pick_device(requested: str | None) -> str:
-    if requested:
-        return requested
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
-def device_info(device: str) -> dict:
-    import torch
-
-    info: dict = {"kind": device.split(":")[0], "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
-                  "cores": cpu_count(), "ram_gb": round(_meminfo_kb("MemTotal") / 2**20, 1)}
-    if device.startswith("cuda"):
-        p = torch.cuda.get_device_properties(torch.device(device))
-        info.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, capability=f"{p.major}.{p.minor}")
-        info["name"] = device_name("cuda", p.name)
-    else:
-        info["name"] = device_name("cpu", info["cpu"], info["cores"])
-    return info
-
-
-def _meminfo_kb(field: str) -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def available_memory_bytes(device: str) -> int:
-    """Free memory for a model on `device`: the GPU's free memory, else MemAvailable (0 if unknown)."""
-    if device.startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    return _meminfo_kb("MemAvailable") * 1024
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for n in ("torch", "torchvision", "diffusers", "transformers", "segment-anything", "realesrgan", "basicsr",
-              "onnxruntime-gpu", "onnxruntime", "safetensors", "numpy"):
-        try:
-            out[n] = md.version(n)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=False, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=False, timeout=10).stdout.strip()
-        return f"{sha}{' (with uncommitted changes)' if dirty else ''}" if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 # ---------------------------------------------------------------- run, results, table
