@@ -1,6 +1,6 @@
 """T2: memory really returns to the system after `POST /free` and after `POST /visionkit/cache/purge`.
 
-A ~200 MB Real-ESRGAN model (tests/vk_testing/big_models.py, written only for this test into the server's
+A ~400 MB Real-ESRGAN model (tests/vk_testing/big_models.py, written only for this test into the server's
 own models/upscale_models, and removed after) is loaded by a prompt in the real ComfyUI server. The test
 reads what the pack's cache reports (/visionkit/cache) and the server process's resident memory
 (/proc/<pid>/status VmRSS), releases the model, polls until the cache is empty, and asserts that the RSS
@@ -37,12 +37,14 @@ def cache_stats(comfy):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def big_model(comfy):  # noqa: F811
-    """The ~200 MB model in the server's own models/upscale_models (the server re-reads the folder)."""
+    """The ~400 MB model in the server's own models/upscale_models (the server re-reads the folder)."""
     from vk_testing.big_models import write_big_upscale_model
 
     folder = comfy.base_dir / "models" / "upscale_models"
     path = folder / f"t2_big_{uuid.uuid4().hex[:8]}.safetensors"
-    nbytes = write_big_upscale_model(path)
+    # ~400 MB: at 200 MB, ~11 MB of unrelated heap growth between the two RSS readings (prompt history,
+    # logging) was 5 % of the model and made the 95 % check flip in one CI run out of two
+    nbytes = write_big_upscale_model(path, num_block=36)
     assert nbytes >= MIN_MODEL_BYTES
     links = []
     yield path, links
@@ -52,7 +54,7 @@ def big_model(comfy):  # noqa: F811
 
 def fresh_name(big_model) -> str:
     """A new name for the same file (a hard link): a new cache key, so the load really happens, whatever
-    ComfyUI's output cache or the pack's cache kept from before; no second 200 MB on disk."""
+    ComfyUI's output cache or the pack's cache kept from before; no second copy on disk."""
     path, links = big_model
     link = path.with_name(f"t2_big_{uuid.uuid4().hex[:8]}.safetensors")
     os.link(path, link)
