@@ -390,10 +390,9 @@ def test_small_pieces(pack):
 
 
 # ------------------------------------------------------------------ a workflow in API format
-def test_api_workflow_loader_lora_prompt_sampler_upscale_save(pack, models_dir, tmp_path):
-    from vk_testing.runner import WorkflowRunner
-
-    prompt = {
+def lcm_chain(seed: int, height: int) -> dict:
+    """API-format nodes 1-4: tiny SD1.5 pipeline -> LoRA -> prompt -> LCM Sampler (batch 2, 64 wide)."""
+    return {
         "1": {"class_type": "VisionKitPipelineLoader", "inputs": {"model_name": "checkpoints/tiny-sd15.safetensors",
                                                                   "dtype": "auto", "vae_name": "(from checkpoint)"}},
         "2": {"class_type": "VisionKitLoraLoader", "inputs": {"pipeline": ["1", 0],
@@ -401,9 +400,17 @@ def test_api_workflow_loader_lora_prompt_sampler_upscale_save(pack, models_dir, 
                                                               "strength_model": 1.0, "strength_clip": 1.0}},
         "3": {"class_type": "VisionKitPromptEncode", "inputs": {"pipeline": ["2", 0], "positive": PROMPT,
                                                                 "negative": NEGATIVE, "stop_at_clip_layer": 0}},
-        "4": {"class_type": NODE, "inputs": {"pipeline": ["2", 0], "conditioning": ["3", 0], "seed": 42, "steps": 4,
-                                             "guidance": 1.5, "scheduler": "lcm", "width": 64, "height": 64,
-                                             "batch_size": 2, "denoise": 1.0}},
+        "4": {"class_type": NODE, "inputs": {"pipeline": ["2", 0], "conditioning": ["3", 0], "seed": seed,
+                                             "steps": 4, "guidance": 1.5, "scheduler": "lcm", "width": 64,
+                                             "height": height, "batch_size": 2, "denoise": 1.0}},
+    }
+
+
+def test_api_workflow_loader_lora_prompt_sampler_upscale_save(pack, models_dir, tmp_path):
+    from vk_testing.runner import WorkflowRunner
+
+    prompt = {
+        **lcm_chain(seed=42, height=64),
         "5": {"class_type": "VisionKitUpscaleModelLoader", "inputs": {"model_name": "tiny_RealESRGAN_x2plus.pth",
                                                                       "dtype": "auto"}},
         "6": {"class_type": "VisionKitUpscale", "inputs": {"upscale_model": ["5", 0], "image": ["4", 0],
@@ -433,16 +440,7 @@ def test_t2_sampler_in_comfyui(comfy):  # noqa: F811
     assert info["display_name"] == "VisionKit LCM Sampler" and info["category"] == "VisionKit/generation"
     assert info["output"] == ["IMAGE"] and info["input"]["optional"]["control"][0] == "VK_CONTROL"
     prompt = {
-        "1": {"class_type": "VisionKitPipelineLoader", "inputs": {"model_name": "checkpoints/tiny-sd15.safetensors",
-                                                                  "dtype": "auto", "vae_name": "(from checkpoint)"}},
-        "2": {"class_type": "VisionKitLoraLoader", "inputs": {"pipeline": ["1", 0],
-                                                              "lora_name": "for-tiny-sd15.safetensors",
-                                                              "strength_model": 1.0, "strength_clip": 1.0}},
-        "3": {"class_type": "VisionKitPromptEncode", "inputs": {"pipeline": ["2", 0], "positive": PROMPT,
-                                                                "negative": NEGATIVE, "stop_at_clip_layer": 0}},
-        "4": {"class_type": NODE, "inputs": {"pipeline": ["2", 0], "conditioning": ["3", 0], "seed": 2 ** 64 - 1,
-                                             "steps": 4, "guidance": 1.5, "scheduler": "lcm", "width": 64,
-                                             "height": 48, "batch_size": 2, "denoise": 1.0}},
+        **lcm_chain(seed=2 ** 64 - 1, height=48),
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
     }
     entry = comfy.run_prompt(prompt)
