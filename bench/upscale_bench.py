@@ -247,8 +247,9 @@ def bench(ctx) -> list[Row]:
                          f"{w1}×{h1} input, tile {TILE} pad {PAD}, {arch}: VisionKit {tp:.2f} s, RealESRGANer "
                          f"{tr:.2f} s (min of {repeats} interleaved); network reads {px1} vs {rpx1} px; at 4× area, "
                          f"single runs in the memory processes: {t4:.2f}×"))
-    g_pack = m("pack", h4, w4)["growth"] / m("pack", h1, w1)["growth"]
-    g_ref = m("ref", h4, w4)["growth"] / m("ref", h1, w1)["growth"]
+    # max(.., 1): a tiny (--smoke) image may not raise the peak at all; real sizes grow by megabytes
+    g_pack = m("pack", h4, w4)["growth"] / max(m("pack", h1, w1)["growth"], 1)
+    g_ref = m("ref", h4, w4)["growth"] / max(m("ref", h1, w1)["growth"], 1)
     beyond = ((m("pack", h4, w4)["growth"] - m("pack", h4, w4)["out_bytes"])
               / max(m("pack", h1, w1)["growth"] - m("pack", h1, w1)["out_bytes"], 1))
     rows.append(goal_row("Real-ESRGAN peak memory growth, 4× area vs 1×", g_pack, "<=", 1.3, "×",
