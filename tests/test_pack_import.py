@@ -72,3 +72,21 @@ def test_web_directory_exists():
     pack = import_pack()
     assert os.path.isdir(os.path.join(ROOT, pack.WEB_DIRECTORY))
     assert any(f.endswith(".js") for f in os.listdir(os.path.join(ROOT, pack.WEB_DIRECTORY, "js")))
+
+
+def test_tests_run_from_a_folder_whose_name_is_not_a_module_name(tmp_path):
+    """Users clone into `ComfyUI-VisionKit`. pytest would collect the repository root (it holds the pack's
+    `__init__.py`) as a package and import it under the folder's name, which fails for a hyphenated name: every
+    test errored with "attempted relative import with no known parent package". The root conftest.py keeps the
+    root a plain folder; this runs one test file from such a copy."""
+    import shutil
+
+    dest = tmp_path / "ComfyUI-VisionKit"
+    shutil.copytree(ROOT, dest, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", "docs", "bench",
+                                                  "workflows", "web", "*.jpg", "*.png"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONKIT_REQUIRE")}
+    out = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_imageops.py"], cwd=dest, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert " passed" in out.stdout and "error" not in out.stdout.lower(), out.stdout[-2000:]
