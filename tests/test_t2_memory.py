@@ -14,10 +14,11 @@ import uuid
 
 import pytest
 
+from vk_testing import tiers
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
 
 pytestmark = [pytest.mark.t2,
-              pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/<pid>/status (Linux)")]
+              tiers.optional_mark(not os.path.exists("/proc/self/status"), "reads /proc/<pid>/status (Linux only)")]
 
 TINY_X4 = "tiny_RealESRGAN_x4plus.pth"
 MIN_MODEL_BYTES = 150 << 20  # the fixture must be large enough that 5 % of it dwarfs allocator noise
