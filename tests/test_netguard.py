@@ -12,7 +12,10 @@ import socket
 import subprocess
 import sys
 
-from vk_testing import netguard
+import pytest
+
+from vk_testing import netguard, tiers
+from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
 
 CHILD = r"""
 import socket, sys
@@ -61,3 +64,19 @@ def test_this_process_is_guarded_too():
         pass
     assert netguard.attempts[len(before):] == ["connect ('192.0.2.1', 80)"]
     del netguard.attempts[len(before):]  # the attempt was this test's own
+
+
+@pytest.mark.t2
+@tiers.optional_mark(not os.path.exists("/proc/self/environ"), "reads /proc/<pid>/environ (Linux only)")
+def test_the_t2_server_runs_with_the_guard(comfy):  # noqa: F811
+    """The real ComfyUI server's process: the guard's folder first on its PYTHONPATH, the log named, and no
+    flag that would make Python skip it (-I, -E, -S)."""
+    pid = comfy.proc.pid
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    assert env[b"PYTHONPATH"].decode().split(os.pathsep)[0] == netguard.SITE_DIR
+    assert env[netguard.LOG_ENV.encode()].decode() == os.environ[netguard.LOG_ENV]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    script = next(i for i, a in enumerate(argv) if a.endswith(b"main.py"))
+    assert not {b"-I", b"-E", b"-S"} & set(argv[1:script]), argv
