@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from vk_testing import netguard  # noqa: E402
+from vk_testing import netguard, tiers  # noqa: E402
 from vk_testing.comfy_server import comfy  # noqa: E402,F401  (the one real-ComfyUI server, shared by T2 tests)
 # VISIONKIT_REQUIRE_TIERS: a skipped tier fails the run (the hooks live in vk_testing/tiers.py)
 from vk_testing.tiers import (  # noqa: E402,F401
@@ -64,6 +64,7 @@ def pack(models_dir, monkeypatch):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    tiers.finish(session)  # a refused module-level skip (VISIONKIT_REQUIRE_TIERS) fails the run
     attempts = netguard.attempts + netguard.child_attempts()
     if attempts:  # even a caught attempt breaks the "no network at run time" rule, in any process
         print("\nFAILED: network attempts were blocked during the run:", *attempts[:20], sep="\n  ")

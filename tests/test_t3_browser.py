@@ -45,10 +45,10 @@ PACK_SCRIPTS = "/extensions/ComfyUI-VisionKit/"
 RECOMPUTED = {"size"}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _browser_present():
-    """Before the server starts: without Playwright or Chromium every test here skips, or fails where T3 is
-    required (VISIONKIT_REQUIRE_TIERS)."""
+    """Before the server starts (session scope and autouse: set up before the `comfy` fixture): without
+    Playwright or Chromium every test here skips, or fails where T3 is required (VISIONKIT_REQUIRE_TIERS)."""
     reason = missing_reason()
     if reason:
         tiers.missing("T3", reason)

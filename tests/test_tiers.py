@@ -15,6 +15,11 @@ from vk_testing import ROOT, tiers
 
 TESTS = ROOT / "tests"
 
+MODULE_SKIP = '''
+from vk_testing import tiers
+tiers.missing("T3", "no browser here (simulated, at module level)")
+'''
+
 SAMPLE = '''
 import pytest
 from vk_testing import tiers
@@ -56,17 +61,19 @@ def pytest_run(args, cwd, env_over: dict, timeout=300) -> subprocess.CompletedPr
 
 def sample_run(tmp_path, value: str | None):
     (tmp_path / "test_sample.py").write_text(SAMPLE)
+    (tmp_path / "test_module_skip.py").write_text(MODULE_SKIP)
     over = {"PYTHONPATH": str(TESTS)}
     if value is not None:
         over[tiers.ENV] = value
-    return pytest_run(["-p", "vk_testing.tiers", "--rootdir", str(tmp_path), "-c", os.devnull, "test_sample.py"],
+    return pytest_run(["-p", "vk_testing.tiers", "--rootdir", str(tmp_path), "-c", os.devnull, "test_sample.py",
+                       "test_module_skip.py"],
                       tmp_path, over)
 
 
 def test_switch_off_skips_stay_skips(tmp_path):
     r = sample_run(tmp_path, None)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 passed, 5 skipped, 1 xfailed" in r.stdout, r.stdout
+    assert "1 passed, 6 skipped, 1 xfailed" in r.stdout, r.stdout
     assert "[missing tier T2] no ComfyUI here (simulated)" in r.stdout
 
 
@@ -74,12 +81,13 @@ def test_switch_on_every_missing_tier_fails_and_is_named(tmp_path):
     r = sample_run(tmp_path, "1")
     out = r.stdout
     assert r.returncode == 1, out + r.stderr
-    assert "1 passed, 1 skipped, 1 xfailed" in out and "4 failed" in out, out
+    assert "1 passed, 2 skipped, 1 xfailed" in out and "4 failed" in out, out
     assert "required test tier T2 did not run" in out and "no ComfyUI here (simulated)" in out, out
     assert "required test tier node did not run" in out, out
     assert "required test tier T3 did not run" in out and "something a T3 test lacked" in out, out
     assert "a test skipped while VISIONKIT_REQUIRE_TIERS is on (a skip nobody declared)" in out, out
     assert "REQUIRED TIER MISSING: T2" in out and "REQUIRED TIER MISSING: T3" in out, out
+    assert "no browser here (simulated, at module level)" in out  # a module-level skip: named, and exit 1
     assert "SKIPPED WHILE VISIONKIT_REQUIRE_TIERS IS ON: 1 test(s)" in out, out
     assert "[optional] opt-in (simulated)" in out, out  # the soak-like skip stays a skip
 
@@ -87,9 +95,17 @@ def test_switch_on_every_missing_tier_fails_and_is_named(tmp_path):
 def test_a_list_requires_only_those_tiers(tmp_path):
     r = sample_run(tmp_path, "node,T3")
     out = r.stdout
-    assert r.returncode == 1 and "3 failed" in out and "2 skipped" in out, out
+    assert r.returncode == 1 and "3 failed" in out and "3 skipped" in out, out
     assert "required test tier T2" not in out and "[missing tier T2]" in out, out
     assert "required test tier node did not run" in out, out
+
+
+def test_a_module_level_skip_of_a_required_tier_fails_the_run_without_stopping_it(tmp_path):
+    r = sample_run(tmp_path, "T3")
+    out = r.stdout
+    assert r.returncode == 1, out  # only the module-level T3 skip and the marked T3 test are refused
+    assert "REQUIRED TIER MISSING: T3" in out and "2 test(s)" in out, out
+    assert "1 passed" in out and "Interrupted" not in out, out
 
 
 def test_an_unknown_tier_name_is_a_usage_error(tmp_path):
@@ -124,18 +140,16 @@ def test_t2_fixture_without_comfyui_fails_naming_t2(tmp_path):
     assert "must not run" not in r.stdout
 
 
-def test_t3_without_chromium_fails_naming_t3():
-    r = pytest_run(["tests/test_t3_browser.py", "-x"], ROOT, {tiers.ENV: "1", "VISIONKIT_CHROMIUM": "/nonexistent/chromium"})
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "required test tier T3 did not run" in r.stdout and "/nonexistent/chromium" in r.stdout, r.stdout
-    assert "REQUIRED TIER MISSING: T3" in r.stdout
-
-
-def test_js_check_without_node_fails_naming_node(tmp_path):
-    r = pytest_run(["tests/test_web_static.py", "-k", "parses_as_an_es_module", "-x"], ROOT,
-                   {tiers.ENV: "1", "PATH": str(tmp_path)})  # an empty PATH: no node
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "required test tier node did not run" in r.stdout and "node is not installed" in r.stdout, r.stdout
+def test_t3_without_chromium_and_js_check_without_node_fail_naming_them(tmp_path):
+    """The suite's own T3 file and JS syntax check, in one run, with no Chromium and no node (an empty PATH)."""
+    r = pytest_run(["tests/test_t3_browser.py", "tests/test_web_static.py", "-k", "t3_browser or parses_as"], ROOT,
+                   {tiers.ENV: "1", "VISIONKIT_CHROMIUM": "/nonexistent/chromium", "PATH": str(tmp_path)})
+    out = r.stdout
+    assert r.returncode == 1, out + r.stderr
+    assert "required test tier T3 did not run" in out and "/nonexistent/chromium" in out, out
+    assert "required test tier node did not run" in out and "node is not installed" in out, out
+    assert "REQUIRED TIER MISSING: T3" in out and "REQUIRED TIER MISSING: node" in out, out
+    assert " passed" not in out.splitlines()[-1], out  # nothing of either ran
 
 
 def test_every_skip_in_the_suite_goes_through_tiers():

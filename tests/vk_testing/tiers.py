@@ -53,7 +53,7 @@ def switch_on() -> bool:
 def missing(tier: str, reason: str):
     """Skip (or, with the tier required, fail through conftest's hook): this test needs `tier`."""
     assert tier in TIERS, tier
-    pytest.skip(TAG.format(tier) + reason)
+    pytest.skip(TAG.format(tier) + reason, allow_module_level=True)
 
 
 def missing_mark(tier: str, condition: bool, reason: str):
@@ -64,7 +64,7 @@ def missing_mark(tier: str, condition: bool, reason: str):
 
 def optional(reason: str):
     """A skip that stays a skip even with the switch on (the reason says when the test does run)."""
-    pytest.skip(OPTIONAL + reason)
+    pytest.skip(OPTIONAL + reason, allow_module_level=True)
 
 
 def optional_mark(condition: bool, reason: str):
@@ -100,6 +100,7 @@ def refusal(reason: str, markers: set[str] = frozenset()) -> str | None:
 
 # ---------------------------------------------------------------- the hooks (conftest.py imports them; or -p vk_testing.tiers)
 _refused: dict[str, list[str]] = {}
+_collect_refusals: list[str] = []
 
 
 def _skip_reason(report) -> str:
@@ -130,9 +131,25 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
+    """A module-level skip stays a skip while collecting (a collection error would stop the whole run), is
+    named in the summary, and fails the run at its end (`finish`)."""
     report = yield
-    _refuse(report, set())  # a module-level skip: a collection error, which stops the run (loudly)
+    if report.skipped and required():
+        reason = _skip_reason(report)
+        if refusal(reason) is not None:
+            _refused.setdefault(_tier_for(reason, set()) or "unmarked skips", []).append(report.nodeid)
+            _collect_refusals.append(report.nodeid)
     return report
+
+
+def finish(session) -> None:
+    """Called from pytest_sessionfinish: a refused module-level skip fails the run."""
+    if _collect_refusals and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_sessionfinish(session, exitstatus):  # for `-p vk_testing.tiers`; conftest.py calls finish()
+    finish(session)
 
 
 def pytest_report_header(config):
