@@ -8,11 +8,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from vk_testing import netguard  # noqa: E402
+from vk_testing import netguard, tiers  # noqa: E402
 from vk_testing.comfy_server import comfy  # noqa: E402,F401  (the one real-ComfyUI server, shared by T2 tests)
+# VISIONKIT_REQUIRE_TIERS: a skipped tier fails the run (the hooks live in vk_testing/tiers.py)
+from vk_testing.tiers import (  # noqa: E402,F401
+    pytest_make_collect_report,
+    pytest_report_header,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
 
-# Before anything else: tests run offline, and the pack runs standalone (not inside a ComfyUI).
+# Before anything else: tests run offline, and the pack runs standalone (not inside a ComfyUI). Every Python
+# process the tests start (the T2 server, scripts, reference subprocesses) gets the same socket guard through
+# a sitecustomize on PYTHONPATH, and reports its blocked attempts into a file read at the end.
 netguard.install()
+netguard.guard_children()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["VISIONKIT_STANDALONE"] = "1"
@@ -54,6 +64,9 @@ def pack(models_dir, monkeypatch):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if netguard.attempts:  # even a caught attempt breaks the "no network at run time" rule
-        print("\nFAILED: network attempts were blocked during the run:", *netguard.attempts[:20], sep="\n  ")
+    tiers.finish(session)  # a refused module-level skip (VISIONKIT_REQUIRE_TIERS) fails the run
+    attempts = netguard.attempts + netguard.child_attempts()
+    if attempts:  # even a caught attempt breaks the "no network at run time" rule, in any process
+        print("\nFAILED: network attempts were blocked during the run:", *attempts[:20], sep="\n  ")
         session.exitstatus = 1
+

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 import torch
@@ -14,14 +13,16 @@ import_pack()
 from visionkit_pack.models import cache as C  # noqa: E402
 
 BUILDS: list[str] = []
+GATES: dict = {}  # name -> a function a build calls first (spec option "gate"): tests hold builds open with it
+GATE_TIMEOUT = 20  # only a broken cache makes a held build wait this long
 
 
 def build_linear(spec, device):
     """A module of a size given by the spec's options; every call is recorded."""
     BUILDS.append(spec.path)
-    delay = spec.option("delay", 0.0)
-    if delay:
-        time.sleep(delay)
+    gate = spec.option("gate", None)
+    if gate:
+        GATES[gate]()
     if spec.option("fail"):
         raise RuntimeError("broken file")
     n = spec.option("floats", 256)
@@ -37,6 +38,32 @@ def build_onnx_like(spec, device):
 @pytest.fixture(autouse=True)
 def _reset():
     BUILDS.clear()
+    GATES.clear()
+
+
+def inflight_waiters(monkeypatch):
+    """A function n -> bool: wait (deadline) until n threads wait on an in-flight load (`_Inflight.done`)."""
+    cond, count = threading.Condition(), [0]
+
+    class CountingEvent(threading.Event):
+        def wait(self, timeout=None):
+            with cond:
+                count[0] += 1
+                cond.notify_all()
+            return super().wait(timeout)
+
+    class Inflight(C._Inflight):
+        def __init__(self):
+            super().__init__()
+            self.done = CountingEvent()
+
+    monkeypatch.setattr(C, "_Inflight", Inflight)
+
+    def wait_for(n: int) -> bool:
+        with cond:
+            return cond.wait_for(lambda: count[0] >= n, GATE_TIMEOUT)
+
+    return wait_for
 
 
 def make_file(tmp_path, name, size=10):
@@ -73,9 +100,10 @@ def test_key_includes_dtype_variant_and_file_identity(tmp_path):
     cache.load(C.ModelSpec("test", p, build_linear, variant="inpaint", options=base.options))
     assert len(BUILDS) == 3 and len(cache) == 3
     # the file changes on disk (size and mtime): a new load, and the stale entry of that spec goes
-    time.sleep(0.01)
+    before = os.stat(p)
     with open(p, "ab") as f:
         f.write(b"more")
+    os.utime(p, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # a later mtime without waiting for one
     cache.load(base)
     assert len(BUILDS) == 4 and len(cache) == 3
 
@@ -143,10 +171,13 @@ def test_accelerator_tier_moves_to_cpu_before_dropping(tmp_path, monkeypatch):
     assert {e["path"][-1] for e in cache.entries()} == {"b", "c"}
 
 
-def test_concurrent_loads_same_file_built_once(tmp_path):
+def test_concurrent_loads_same_file_built_once(tmp_path, monkeypatch):
     cache = C.ModelCache(budget_bytes=1 << 30)
     p = make_file(tmp_path, "slow")
-    spec = spec_for(p, delay=0.3)
+    waiting = inflight_waiters(monkeypatch)
+    held = []
+    GATES["seven_wait"] = lambda: held.append(waiting(7))  # the build ends once the 7 others wait for it
+    spec = spec_for(p, gate="seven_wait")
     results, errors = [], []
 
     def worker():
@@ -162,6 +193,7 @@ def test_concurrent_loads_same_file_built_once(tmp_path):
     for t in threads:
         t.join(10)
     assert not errors and len(results) == 8
+    assert held == [True], "the other threads never waited for the build: the test did not race"
     assert all(r is results[0] for r in results)
     assert BUILDS == [p]
     t = cache.stats()["totals"]
@@ -169,17 +201,27 @@ def test_concurrent_loads_same_file_built_once(tmp_path):
 
 
 def test_concurrent_loads_of_different_files_run_in_parallel(tmp_path):
+    """Each build waits at a barrier for the other three: only builds that run at the same time pass it (a
+    cache that built behind one lock would break the barrier at its deadline)."""
     cache = C.ModelCache(budget_bytes=1 << 30)
-    specs = [spec_for(make_file(tmp_path, f"f{i}"), delay=0.4) for i in range(4)]
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=cache.load, args=(s,)) for s in specs]
+    barrier = threading.Barrier(4, timeout=GATE_TIMEOUT)
+    GATES["all_four"] = barrier.wait
+    specs = [spec_for(make_file(tmp_path, f"f{i}"), gate="all_four") for i in range(4)]
+    errors = []
+
+    def load(s):
+        try:
+            cache.load(s)
+        except Exception as ex:
+            errors.append(ex)
+
+    threads = [threading.Thread(target=load, args=(s,)) for s in specs]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
-    elapsed = time.perf_counter() - t0
+        t.join(GATE_TIMEOUT + 10)
+    assert not errors, f"the four builds did not run at the same time: {errors}"
     assert len(cache) == 4 and len(BUILDS) == 4
-    assert elapsed < 4 * 0.4  # not serialised behind one lock (loose: this machine is noisy)
 
 
 def test_concurrent_mixed_loads_respect_budget_and_do_not_deadlock(tmp_path):
@@ -190,7 +232,7 @@ def test_concurrent_mixed_loads_respect_budget_and_do_not_deadlock(tmp_path):
     def worker(seed):
         try:
             for j in range(20):
-                with cache.use(spec_for(files[(seed + j) % 6], delay=0.001)):
+                with cache.use(spec_for(files[(seed + j) % 6])):
                     pass
         except Exception as ex:  # pragma: no cover
             errors.append(ex)
@@ -206,9 +248,12 @@ def test_concurrent_mixed_loads_respect_budget_and_do_not_deadlock(tmp_path):
     assert all(not e["in_use"] for e in cache.entries())
 
 
-def test_failed_load_is_not_cached_and_waiters_get_the_error(tmp_path):
+def test_failed_load_is_not_cached_and_waiters_get_the_error(tmp_path, monkeypatch):
     cache = C.ModelCache(budget_bytes=1 << 30)
-    spec = spec_for(make_file(tmp_path, "bad"), fail=True, delay=0.2)
+    waiting = inflight_waiters(monkeypatch)
+    held = []
+    GATES["two_wait"] = lambda: held.append(waiting(2))  # fail only once the two others wait for this build
+    spec = spec_for(make_file(tmp_path, "bad"), fail=True, gate="two_wait")
     errors = []
 
     def worker():
@@ -222,7 +267,7 @@ def test_failed_load_is_not_cached_and_waiters_get_the_error(tmp_path):
         t.start()
     for t in threads:
         t.join(10)
-    assert errors == ["broken file"] * 3
+    assert errors == ["broken file"] * 3 and held == [True]
     assert len(BUILDS) == 1 and len(cache) == 0
     cache.load(spec_for(spec.path))  # a later good load is not blocked by the failed one
     assert len(cache) == 1

@@ -1,8 +1,10 @@
 """The shared cache under concurrent use, through a real loader (the Real-ESRGAN loader node and its files).
 
 Many threads start together (a barrier) and ask for the same file and for different files. Counted: the
-builder's calls (`upscale.build_network`) and the file reads (`torch.load` / safetensors' `load_file`,
-slowed down so the threads really overlap). Each file must be read and built once; different files load
+builder's calls (`upscale.build_network`) and the file reads (`torch.load` / safetensors' `load_file`).
+No sleeps make threads overlap: a read is held open by an event until the situation the test is about
+exists (every other thread waits for that in-flight load; a second file's read runs at the same time; a
+purge arrived while a model is in use), with a deadline, so a cache that serialises or never waits fails. Each file must be read and built once; different files load
 side by side; under a small VISIONKIT_CACHE_GB the cache evicts but never holds more than its budget
 beyond the models in use, and ends within it; a purge from another thread (the HTTP route) never pulls
 a model from under a running node; every join has a timeout, so a deadlock fails the test.
@@ -20,14 +22,15 @@ import torch
 
 TINY = ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth", "tiny_realesr-general-x4v3.safetensors",
         "nested/tiny_srvgg_x2.pth"]
-READ_DELAY = 0.25
 JOIN_TIMEOUT = 60
+GATE_TIMEOUT = 20  # how long a held read waits for the situation it is held for (only a broken cache waits)
 
 
 class Counting:
-    """Counts builder calls and file reads per path (thread-safe) and records when reads ran."""
+    """Counts builder calls and file reads per path (thread-safe) and records when reads ran. `gate(name)`,
+    if given, runs inside each read before the file is read: the test holds the read open there."""
 
-    def __init__(self, monkeypatch, upscale_mod, delay: float = READ_DELAY):
+    def __init__(self, monkeypatch, upscale_mod, gate=None):
         import safetensors.torch as st
 
         self.lock = threading.Lock()
@@ -38,7 +41,8 @@ class Counting:
 
         def timed(path, fn):
             t0 = time.monotonic()
-            time.sleep(delay)
+            if gate is not None:
+                gate(os.path.basename(str(path)))
             try:
                 return fn()
             finally:
@@ -68,6 +72,36 @@ class Counting:
             cur += d
             best = max(best, cur)
         return best
+
+
+class InflightWaiters:
+    """Counts the threads waiting on an in-flight load (the cache's `_Inflight.done` event), so a held read
+    can wait, with a deadline, until every other thread really waits for it."""
+
+    def __init__(self, monkeypatch):
+        from visionkit_pack.models import cache as cache_mod
+
+        self.cond = threading.Condition()
+        self.count = 0
+        outer = self
+
+        class CountingEvent(threading.Event):
+            def wait(self, timeout=None):
+                with outer.cond:
+                    outer.count += 1
+                    outer.cond.notify_all()
+                return super().wait(timeout)
+
+        class Inflight(cache_mod._Inflight):
+            def __init__(self):
+                super().__init__()
+                self.done = CountingEvent()
+
+        monkeypatch.setattr(cache_mod, "_Inflight", Inflight)
+
+    def wait_for(self, n: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.count >= n, GATE_TIMEOUT)
 
 
 def run_threads(n, target) -> list[BaseException]:
@@ -109,7 +143,9 @@ def run_model(cache, spec):
 
 def test_same_file_from_many_threads_is_read_and_built_once(env):
     loader, cache, upscale, mp = env
-    count = Counting(mp, upscale)
+    waiters = InflightWaiters(mp)
+    held = []
+    count = Counting(mp, upscale, gate=lambda name: held.append(waiters.wait_for(7)))  # the 7 others wait
     specs = []
 
     def work(i):
@@ -119,6 +155,7 @@ def test_same_file_from_many_threads_is_read_and_built_once(env):
 
     errors = run_threads(8, work)
     assert not errors, errors
+    assert held == [True], "the other threads never waited for the in-flight load: the test did not race"
     assert count.reads == Counter({TINY[0]: 1}) and count.builds == 1
     t = cache.stats()["totals"]
     assert (t["entries"], t["misses"], t["hits"]) == (1, 1, 15)  # 8 loads + 8 uses, one of them built it
@@ -127,7 +164,19 @@ def test_same_file_from_many_threads_is_read_and_built_once(env):
 
 def test_different_files_load_side_by_side_each_once(env):
     loader, cache, upscale, mp = env
-    count = Counting(mp, upscale)
+    reading, two_at_once = Counter(), threading.Event()
+    lock = threading.Lock()
+
+    def gate(name):  # each read is held until reads of two different files run at the same time
+        with lock:
+            reading[name] += 1
+            if len(+reading) >= 2:
+                two_at_once.set()
+        two_at_once.wait(GATE_TIMEOUT)
+        with lock:
+            reading[name] -= 1
+
+    count = Counting(mp, upscale, gate=gate)
 
     def work(i):
         (spec,) = loader.load(TINY[i % 4])
@@ -136,7 +185,7 @@ def test_different_files_load_side_by_side_each_once(env):
     errors = run_threads(12, work)  # three threads per file
     assert not errors, errors
     assert count.reads == Counter({os.path.basename(n): 1 for n in TINY}) and count.builds == 4
-    assert count.max_overlap() >= 2, count.read_spans  # different files do not wait for each other
+    assert two_at_once.is_set() and count.max_overlap() >= 2, count.read_spans  # files do not wait for each other
     t = cache.stats()["totals"]
     assert (t["entries"], t["misses"], t["hits"]) == (4, 4, 20)
 
@@ -153,7 +202,7 @@ def test_small_budget_evicts_and_is_respected(env):
     mp.setenv("VISIONKIT_CACHE_GB", repr(budget / 2**30))
     assert cache.budget() == budget
     misses0 = cache.stats()["totals"]["misses"]
-    count = Counting(mp, upscale, delay=0.01)
+    count = Counting(mp, upscale)
     violations = []
 
     def work(i):
@@ -177,31 +226,50 @@ def test_small_budget_evicts_and_is_respected(env):
 
 
 def test_purge_from_another_thread_never_pulls_a_model_in_use(env):
+    """Every use of a model waits (events, with a deadline) until the purging thread has purged while it runs."""
     loader, cache, upscale, mp = env
-    Counting(mp, upscale, delay=0.02)
-    stop = threading.Event()
-    purges = []
+    Counting(mp, upscale)
+    cond = threading.Condition()
+    state = {"asked": 0, "purged": 0, "stop": False}
+    purges, missed = [], []
+
+    def purger():
+        while True:
+            with cond:
+                if not cond.wait_for(lambda: state["stop"] or state["asked"] > state["purged"], JOIN_TIMEOUT):
+                    return
+                if state["stop"]:
+                    return
+                asked = state["asked"]
+            purges.append(cache.purge())  # the HTTP route's purge
+            with cond:
+                state["purged"] = asked
+                cond.notify_all()
 
     def work(i):
-        if i == 0:  # the HTTP route's purge, over and over
-            while not stop.is_set():
-                purges.append(cache.purge())
-                time.sleep(0.05)
-            return
-        try:
-            for j in range(6):
-                (spec,) = loader.load(TINY[(i + j) % 4])
-                with cache.use(spec) as net:
-                    time.sleep(0.01)  # a purge arrives while the model runs
-                    assert net(torch.rand(1, 3, 8, 8)).isfinite().all()
-        finally:
-            if i == 1:
-                stop.set()
+        for j in range(3):
+            (spec,) = loader.load(TINY[(i + j) % 4])
+            with cache.use(spec) as net:
+                with cond:  # ask for a purge now, and wait until it ran, while the model is in use
+                    state["asked"] += 1
+                    ticket = state["asked"]
+                    cond.notify_all()
+                    if not cond.wait_for(lambda: state["purged"] >= ticket, GATE_TIMEOUT):
+                        missed.append(ticket)
+                assert net(torch.rand(1, 3, 8, 8)).isfinite().all()
 
-    errors = run_threads(4, work)
-    stop.set()
+    purging = threading.Thread(target=purger, daemon=True)
+    purging.start()
+    try:
+        errors = run_threads(3, work)
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        purging.join(JOIN_TIMEOUT)
     assert not errors, errors
-    assert any(p["deferred"] for p in purges), "no purge ever met a model in use: the test did not race"
+    assert not missed, f"no purge came while {len(missed)} use(s) waited for one"
+    assert purges and all(p["deferred"] for p in purges), purges  # every purge met a model in use
     cache.purge()
     assert len(cache) == 0
 

@@ -13,9 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from vk_testing import ROOT
+from vk_testing import ROOT, tiers
 
 
 def comfyui_dir() -> Path | None:
@@ -66,7 +64,7 @@ print("RESULT" + json.dumps(out))
 def test_comfy_memory_management_and_free(models_dir):
     comfy = comfyui_dir()
     if comfy is None:
-        pytest.skip("no ComfyUI checkout: set COMFYUI_DIR or put the snapshot at ../shared/comfyui")
+        tiers.missing("T2", "no ComfyUI checkout: set COMFYUI_DIR or put the snapshot at ../shared/comfyui")
     code = f"COMFY={str(comfy)!r}; MODELS={str(models_dir)!r}; ROOT={str(ROOT)!r}\n" + SCRIPT
     env = {k: v for k, v in os.environ.items() if k != "VISIONKIT_STANDALONE"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vk_testing import ROOT, import_pack
+from vk_testing import ROOT, import_pack, tiers
 
 REINSTALL = "VISIONKIT_REINSTALL=1 ./scripts/test   (re-runs the install, then the clash fixes)"
 X86_64_LINUX = sys.platform == "linux" and platform.machine().lower() in ("x86_64", "amd64")
@@ -86,7 +86,7 @@ def test_torch_trio_matches():
 def test_torch_trio_is_the_pinned_one():
     """The venv scripts/test builds has exactly the trio of scripts/constraints.txt."""
     if not (Path(sys.prefix) / ".visionkit-install-stamp").is_file():
-        pytest.skip("not the environment ./scripts/test built (no .visionkit-install-stamp in sys.prefix)")
+        tiers.missing("venv", "not the environment ./scripts/test built (no .visionkit-install-stamp in sys.prefix)")
     wanted = pins()
     for name in ("torch", "torchvision", "torchaudio"):
         if name not in wanted:

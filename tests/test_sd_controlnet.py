@@ -316,7 +316,7 @@ def test_residuals_feed_the_tiny_pipeline_unet(pack, models_dir):
     """With the pipeline loader's tiny SD1.5 / SDXL pipelines (tests/vk_testing/tiny_sd.py): the ControlNets made
     for them load (LDM file; SDXL single file whose size-embedding width is corrected per run) and their
     residuals go into the pipeline's UNet as the sampler will pass them."""
-    sd_pipeline = pytest.importorskip("visionkit_pack.models.sd_pipeline")
+    from visionkit_pack.models import sd_pipeline
     from visionkit_pack.models.sd_types import use_components
 
     for arch, name in (("sd15", "for-tiny-sd15-ldm.safetensors"), ("sdxl", "for-tiny-sdxl.safetensors")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vk_testing import import_pack
+from vk_testing import import_pack, tiers
 from vk_testing import tiny_sd_extras as X
 
 import_pack()
@@ -222,7 +222,10 @@ def test_comfyui_saved_layout_equals_kohya(pack, models_dir, tmp_path):
 def test_matches_diffusers_load_lora_weights_and_fuse(pack, models_dir):
     """diffusers' own loading (StableDiffusion[XL]Pipeline.lora_state_dict + load_lora_into_unet /
     _text_encoder + fuse_lora(lora_scale=s)) on the same file; needs peft (diffusers' LoRA backend)."""
-    pytest.importorskip("peft", reason="diffusers loads LoRAs through peft; install peft to run this reference")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        tiers.missing("peft", "diffusers loads LoRAs through peft; install peft to run this reference")
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.loaders.lora_base import fuse_text_encoder_lora
 
@@ -324,7 +327,7 @@ def test_loader_node_chains_and_checks_the_architecture(pack, models_dir):
 
 def test_loader_node_on_the_tiny_pipeline_fixture(pack, models_dir):
     """The LoRA made for tests/vk_testing/tiny_sd.py's pipelines, through the real pipeline loader."""
-    sd_pipeline = pytest.importorskip("visionkit_pack.models.sd_pipeline")
+    from visionkit_pack.models import sd_pipeline
     node = pack.NODE_CLASS_MAPPINGS["VisionKitLoraLoader"]
     for arch in ("sd15", "sdxl"):
         handle = sd_pipeline.load_pipeline(str(models_dir / "diffusers" / f"tiny-{arch}"))

@@ -14,10 +14,11 @@ import uuid
 
 import pytest
 
+from vk_testing import tiers
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
 
 pytestmark = [pytest.mark.t2,
-              pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/<pid>/status (Linux)")]
+              tiers.optional_mark(not os.path.exists("/proc/self/status"), "reads /proc/<pid>/status (Linux only)")]
 
 TINY_X4 = "tiny_RealESRGAN_x4plus.pth"
 MIN_MODEL_BYTES = 150 << 20  # the fixture must be large enough that 5 % of it dwarfs allocator noise
@@ -71,8 +72,22 @@ def load_and_measure(comfy, name):  # noqa: F811
     assert len(ours) == 1, stats["entries"]
     assert ours[0]["bytes"] >= MIN_MODEL_BYTES, ours[0]
     reported = stats["totals"]["bytes"]
-    time.sleep(0.5)  # the worker finishes its post-prompt housekeeping
-    return reported, comfy.rss_bytes()
+    return reported, settled_rss(comfy)
+
+
+def settled_rss(comfy, timeout: float = 15, tolerance: int = 1 << 20) -> int:  # noqa: F811
+    """The server's RSS once the worker's post-prompt housekeeping is over, by polling with a deadline (no
+    fixed sleep): the queue empty and two readings in a row within 1 MB; the last reading at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = comfy.rss_bytes()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # the polling interval
+        now = comfy.rss_bytes()
+        queue = comfy.get_json("/queue")
+        if abs(now - last) <= tolerance and not queue["queue_running"] and not queue["queue_pending"]:
+            return now
+        last = now
+    return last
 
 
 def wait_for_rss_drop(comfy, before: int, reported: int, timeout: float = 30) -> int:  # noqa: F811

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vk_testing import ROOT
+from vk_testing import ROOT, netguard
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
 from vk_testing.fake_comfy import import_vkclient
 
@@ -76,7 +76,7 @@ def test_scripts_queue_end_to_end(comfy, tmp_path):  # noqa: F811
     wf = tmp_path / "upscale_api.json"
     wf.write_text(json.dumps(upscale_prompt()))
     img, out = photo(tmp_path, 30, 20), tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    env = netguard.child_env({k: v for k, v in os.environ.items() if k not in ("PYTHONSAFEPATH", "PYTHONPATH")})
     proc = subprocess.run([str(ROOT / "scripts" / "queue"), str(wf), "--server", comfy.url, "--image", str(img),
                            "--set", "Upscale.outscale=2", "--set", "4.filename_prefix=vkclient_cli", "-o", str(out),
                            "--json", "--timeout", "120"], capture_output=True, text=True, timeout=180, env=env)
@@ -136,8 +136,6 @@ def test_batch_on_one_server_given_twice(comfy, tmp_path):  # noqa: F811
 
 def test_shipped_upscale_workflow_from_the_cli(comfy, tmp_path, capsys):  # noqa: F811
     wf = ROOT / "workflows" / "api" / "upscale.json"
-    if not wf.is_file():
-        pytest.skip("workflows/api/upscale.json is not there")
     out = tmp_path / "out"
     code = cli.main([str(wf), "--server", comfy.url, "--image", str(photo(tmp_path, 24, 16)), "-o", str(out),
                      "--set", f"VisionKitUpscaleModelLoader.model_name={TINY_X4}", "--json"])

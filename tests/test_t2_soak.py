@@ -21,11 +21,12 @@ import uuid
 
 import pytest
 
+from vk_testing import tiers
 from vk_testing import workflows as W
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
 
-pytestmark = [pytest.mark.t2, pytest.mark.skipif(os.environ.get("VISIONKIT_SOAK") != "1",
-                                                 reason="soak is opt-in: VISIONKIT_SOAK=1")]
+pytestmark = [pytest.mark.t2, tiers.optional_mark(os.environ.get("VISIONKIT_SOAK") != "1",
+                                                              "soak is opt-in: VISIONKIT_SOAK=1")]
 
 PROMPTS = int(os.environ.get("VISIONKIT_SOAK_PROMPTS", "200"))
 

@@ -21,7 +21,7 @@ import json
 import time
 
 import pytest
-from vk_testing import import_pack
+from vk_testing import import_pack, tiers
 from vk_testing import workflows as W
 from vk_testing.browser import (
     ComfyPage,
@@ -38,14 +38,20 @@ from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.t3
 
-if missing_reason():
-    pytest.skip(missing_reason(), allow_module_level=True)
-
 PACK = import_pack()
 FRONTEND_HOSTS = ("https://api.comfy.org/",)
 PACK_SCRIPTS = "/extensions/ComfyUI-VisionKit/"
 # Node fields the page recomputes on load (the node's minimum size depends on the fonts of the machine)
 RECOMPUTED = {"size"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _browser_present():
+    """Before the server starts (session scope and autouse: set up before the `comfy` fixture): without
+    Playwright or Chromium every test here skips, or fails where T3 is required (VISIONKIT_REQUIRE_TIERS)."""
+    reason = missing_reason()
+    if reason:
+        tiers.missing("T3", reason)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from vk_testing import ROOT
+from vk_testing import ROOT, tiers
 from vk_testing.comfy_server import ComfyServer, comfy, find_comfyui_dir  # noqa: F401  (comfy: the fixture)
 
 pytestmark = [pytest.mark.t3, pytest.mark.slow]
@@ -51,10 +51,10 @@ def _playwright():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (pip install playwright; Chromium from the system: "
-                    "apt install chromium)")
+        tiers.missing("T3", "playwright is not installed (pip install playwright; Chromium from the system: "
+                      "apt install chromium)")
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt install chromium, or set VISIONKIT_CHROMIUM)")
+        tiers.missing("T3", f"no Chromium at {CHROMIUM} (apt install chromium, or set VISIONKIT_CHROMIUM)")
     return sync_playwright
 
 
@@ -447,7 +447,7 @@ def empty_models_server(tmp_path_factory):
     """A second ComfyUI whose model folders are all empty (its own base dir and models root)."""
     comfyui = find_comfyui_dir()
     if comfyui is None:
-        pytest.skip("no ComfyUI found (COMFYUI_DIR or ../shared/comfyui)")
+        tiers.missing("T2", "no ComfyUI found (COMFYUI_DIR or ../shared/comfyui)")
     _playwright()  # skip before starting a server the browser cannot use
     root = tmp_path_factory.mktemp("empty_models")
     server = ComfyServer(comfyui, root, tmp_path_factory.mktemp("comfyui_empty_base")).start()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vk_testing import ROOT
+from vk_testing import ROOT, tiers
 
 WEB = ROOT / "web"
 SCRIPTS = sorted(WEB.rglob("*.js"))
@@ -44,7 +44,7 @@ def test_there_are_scripts():
 def test_script_parses_as_an_es_module(script, tmp_path):
     node = shutil.which("node") or shutil.which("nodejs")
     if node is None:
-        pytest.skip("node is not installed: the syntax check needs it (the T3 browser tests load the scripts)")
+        tiers.missing("node", "node is not installed: the syntax check needs it (the T3 browser tests load the scripts)")
     copy = tmp_path / (script.stem + ".mjs")  # .mjs: node checks it as a module (imports, exports)
     copy.write_text(script.read_text(encoding="utf-8"), encoding="utf-8")
     res = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True, timeout=60, check=False)

@@ -32,7 +32,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from . import ROOT
+from . import ROOT, netguard
 
 PACK_FOLDER = "ComfyUI-VisionKit"  # the custom_nodes folder name the pack gets in the test server
 STARTUP_TIMEOUT = float(os.environ.get("VISIONKIT_T2_STARTUP_TIMEOUT", "120"))
@@ -123,7 +123,7 @@ class ComfyServer:
         env = {k: v for k, v in os.environ.items() if k not in _STRIP_ENV}
         env.update(PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    PYTHONUNBUFFERED="1", DO_NOT_TRACK="1")
-        return env
+        return netguard.child_env(env)  # the tests' socket guard in the server too (netguard_site/)
 
     def prepare(self) -> None:
         """The base directory: custom_nodes/<pack> -> the repository, the yaml, empty ComfyUI folders, and the
@@ -364,7 +364,9 @@ if pytest is not None:
         except ComfyUINotFound as e:
             pytest.fail(str(e))
         if found is None:
-            pytest.skip(NOT_FOUND)
+            from . import tiers
+
+            tiers.missing("T2", NOT_FOUND)  # a failure when T2 is required (VISIONKIT_REQUIRE_TIERS)
         models_dir = request.getfixturevalue("models_dir")
         server = acquire_shared(models_dir, tmp_path_factory.mktemp("comfyui_base"))
         try:

@@ -57,12 +57,14 @@ def load_api(name: str) -> dict:
 
 
 def link_real_names(dest_root: Path, models_dir: Path, copy_files: bool = False) -> Path:
-    """dest_root/<folder>/<real name> → models_dir/<folder>/<tiny name> for every alias whose fixture exists."""
+    """dest_root/<folder>/<real name> → models_dir/<folder>/<tiny name> for every alias (each fixture must exist:
+    a missing one would only show later as a workflow that cannot find its model)."""
     dest_root = Path(dest_root)
     for (folder, real), tiny in ALIASES.items():
         src = Path(models_dir) / folder / tiny
         if not src.exists():
-            continue
+            raise FileNotFoundError(f"the tiny fixture {folder}/{tiny} (for {real}) was not built in {models_dir}; "
+                                    "see tests/vk_testing/tiny_*.py")
         dst = dest_root / folder / real
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.is_symlink() or dst.exists():
