@@ -366,7 +366,7 @@ def test_segment_everything_masks_are_the_generators_sorted_by_area(run, pack):
     api = W.for_tests(W.load_api("segment_everything"))
     seg_id = find(api, "VisionKitSAMSegmentEverything")
     shipped = W.load_api("segment_everything")[seg_id]["inputs"]
-    assert shipped["points_per_side"] == 32 and api[seg_id]["inputs"]["points_per_side"] == 4
+    assert shipped["points_per_side"] == 32 and api[seg_id]["inputs"]["points_per_side"] == 2
     # the tiny random SAM's IoU / stability predictions are far below SAM's real thresholds: keep every mask
     api[seg_id]["inputs"].update(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     api, res = run(api)

@@ -46,8 +46,8 @@ ALIASES: dict[tuple[str, str], str] = {
 # Text-to-image sizes are divided by this in tests (512 px on the tiny SD1.5 UNet takes 7 s on CPU, 64 px 0.2 s)
 SIZE_DIVISOR = 8
 # Segment everything's point grid per side is divided by this (SAM decodes every prompt at 1024 px even with the
-# tiny encoder: the shipped 32×32 grid takes minutes on a CPU, 4×4 seconds)
-POINTS_DIVISOR = 8
+# tiny encoder: the shipped 32×32 grid takes minutes on a CPU, 2×2 a few seconds)
+POINTS_DIVISOR = 16
 
 
 def names() -> list[str]:
