@@ -74,6 +74,15 @@ CATALOG: tuple[CatalogModel, ...] = (
                  "xinntao/Real-ESRGAN", "BSD-3-Clause"),
     CatalogModel("realesr-animevideo-v3", "realesr-animevideov3.pth", "upscale_models", "upscaling",
                  "xinntao/Real-ESRGAN", "BSD-3-Clause"),
+    # issue 20: captions, image similarity, image labels (transformers folders)
+    CatalogModel("blip-base", "blip-image-captioning-base", "blip", "captions",
+                 "Salesforce/blip-image-captioning-base", "BSD-3-Clause"),
+    CatalogModel("blip-large", "blip-image-captioning-large", "blip", "captions",
+                 "Salesforce/blip-image-captioning-large", "BSD-3-Clause"),
+    CatalogModel("dinov2-small", "dinov2-small", "dinov2", "image similarity", "facebook/dinov2-small", "Apache-2.0"),
+    CatalogModel("dinov2-base", "dinov2-base", "dinov2", "image similarity", "facebook/dinov2-base", "Apache-2.0"),
+    CatalogModel("vit-base", "vit-base-patch16-224", "vit", "image labels", "google/vit-base-patch16-224",
+                 "Apache-2.0"),
 )
 
 

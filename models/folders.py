@@ -42,6 +42,10 @@ FOLDERS: dict[str, FolderSpec] = {
         FolderSpec("insightface", "insightface", "InsightFace ONNX packs (antelopev2, buffalo_l)", (), "*.onnx", "models"),
         FolderSpec("instantid", "instantid", "InstantID ip-adapter.bin", (".bin", ".safetensors")),
         FolderSpec("upscale_models", "upscale_models", "Real-ESRGAN weights", PT),
+        # issue 20: captions, image similarity, image labels (transformers folders)
+        FolderSpec("blip", "blip", "BLIP captioning model folders (transformers)", (), "config.json"),
+        FolderSpec("dinov2", "dinov2", "DINOv2 model folders (transformers) for image similarity", (), "config.json"),
+        FolderSpec("vit", "vit", "ViT image-classification model folders (transformers)", (), "config.json"),
     )
 }
 
@@ -60,6 +64,10 @@ WHERE_TO_GET = {
     "insightface": "a pack folder such as antelopev2/ or buffalo_l/ holding its .onnx files",
     "instantid": "InstantID ip-adapter.bin (InstantX/InstantID, non-commercial licence)",
     "upscale_models": "a Real-ESRGAN file such as RealESRGAN_x4plus.pth",
+    # issue 20
+    "blip": "a BLIP captioning folder such as blip-image-captioning-base/ (Salesforce/blip-image-captioning-base)",
+    "dinov2": "a DINOv2 folder such as dinov2-base/ (facebook/dinov2-base)",
+    "vit": "a ViT classifier folder such as vit-base-patch16-224/ (google/vit-base-patch16-224)",
 }
 
 

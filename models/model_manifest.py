@@ -208,6 +208,29 @@ ENTRIES: tuple[ManifestEntry, ...] = (
         _esrgan("v0.2.5.0", "realesr-animevideov3.pth", 2504012,
                 "b8a8376811077954d82ca3fcf476f1ac3da3e8a68a4f4d71363008000a18b75d", "4x-realesr-animevideo-v3"),),
         "BSD-3-Clause", page="https://github.com/xinntao/Real-ESRGAN"),
+    # issue 20: transformers folders (no published sha256 found for these files: unverified)
+    ManifestEntry("blip-base", "blip", "blip-image-captioning-base", tuple(
+        _hf("Salesforce/blip-image-captioning-base", f, f"blip-image-captioning-base/{f}")
+        for f in ("config.json", "pytorch_model.bin", "preprocessor_config.json", "special_tokens_map.json",
+                  "tokenizer.json", "tokenizer_config.json", "vocab.txt")),
+        "BSD-3-Clause", page=f"{HF}/Salesforce/blip-image-captioning-base", note="a transformers folder"),
+    ManifestEntry("blip-large", "blip", "blip-image-captioning-large", tuple(
+        _hf("Salesforce/blip-image-captioning-large", f, f"blip-image-captioning-large/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json", "special_tokens_map.json",
+                  "tokenizer.json", "tokenizer_config.json", "vocab.txt")),
+        "BSD-3-Clause", page=f"{HF}/Salesforce/blip-image-captioning-large", note="a transformers folder"),
+    ManifestEntry("dinov2-small", "dinov2", "dinov2-small", tuple(
+        _hf("facebook/dinov2-small", f, f"dinov2-small/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/facebook/dinov2-small", note="a transformers folder"),
+    ManifestEntry("dinov2-base", "dinov2", "dinov2-base", tuple(
+        _hf("facebook/dinov2-base", f, f"dinov2-base/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/facebook/dinov2-base", note="a transformers folder"),
+    ManifestEntry("vit-base", "vit", "vit-base-patch16-224", tuple(
+        _hf("google/vit-base-patch16-224", f, f"vit-base-patch16-224/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/google/vit-base-patch16-224", note="a transformers folder (1000 ImageNet labels)"),
 )
 
 MANIFEST: dict[str, ManifestEntry] = {e.name: e for e in ENTRIES}

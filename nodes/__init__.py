@@ -19,6 +19,13 @@ from .sd_prompt import VisionKitPromptEncode
 from .sd_sampler import VisionKitLCMSampler
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 
+# issue 20: captions, image similarity, segment everything, image labels
+from .caption import VisionKitCaption, VisionKitCaptionLoader  # noqa: E402
+from .image_similarity import (VisionKitImageSimilarity, VisionKitImageSimilarityLoader,  # noqa: E402
+                               VisionKitRankSimilarImages)
+from .sam_everything import VisionKitSAMSegmentEverything  # noqa: E402
+from .vit_labels import VisionKitImageLabels, VisionKitImageLabelsLoader  # noqa: E402
+
 _NODES = [
     # (class, display name)
     (VisionKitPipelineLoader, "Load Pipeline (SD1.5 / SDXL)"),
@@ -46,6 +53,15 @@ _NODES = [
     (VisionKitFaceDetect, "Face Detect"),
     (VisionKitFaceSimilarity, "Face Similarity"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
+    # issue 20: captions, image similarity, segment everything, image labels
+    (VisionKitCaptionLoader, "Load Caption Model (BLIP)"),
+    (VisionKitCaption, "Caption Image (BLIP)"),
+    (VisionKitImageSimilarityLoader, "Load Image Similarity Model (DINOv2)"),
+    (VisionKitImageSimilarity, "Image Similarity (DINOv2)"),
+    (VisionKitRankSimilarImages, "Rank Similar Images (DINOv2)"),
+    (VisionKitSAMSegmentEverything, "SAM Segment Everything"),
+    (VisionKitImageLabelsLoader, "Load Image Labels Model (ViT)"),
+    (VisionKitImageLabels, "Image Labels (ViT)"),
 ]
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in _NODES}

@@ -460,7 +460,58 @@ CASES = [
          errors=(InterruptedError,)),
     Case("cancel in the middle of an upscale", _cancel_upscale, says=(r"cancelled by the user", r"test"),
          errors=(InterruptedError,)),
+    # ---- issue 20: captions (BLIP), image similarity (DINOv2), segment everything (SAM), image labels (ViT)
+    Case("caption model that is not there", lambda c: validate(c, "VisionKitCaptionLoader",
+                                                               model_name="blip-image-captioning-base"),
+         says=(r"'blip-image-captioning-base' was not found in the blip folder", r"Put a BLIP captioning folder")),
+    Case("DINOv2 folder in the caption loader", lambda c: c.node("VisionKitCaptionLoader").load(
+        _folder_copy(c, "dinov2/tiny-dinov2", "blip", "dino-as-blip"), "auto"),
+         says=(r"not a BLIP captioning folder", r"load it with 'VisionKit Load Image Similarity Model \(DINOv2\)'")),
+    Case("caption with 0 beams", lambda c: validate(c, "VisionKitCaption", max_tokens=30, num_beams=0),
+         says=(r"num_beams must be a whole number from 1 to 16", r"1 = greedy decoding")),
+    Case("empty image to caption", lambda c: c.node("VisionKitCaption").caption(
+        _vision(c, "VisionKitCaptionLoader", "tiny-blip"), torch.zeros(1, 0, 8, 3), "", 10, 1),
+         says=(r"image is empty", r"connect an image with pixels")),
+    Case("1×1 image to image similarity", lambda c: c.node("VisionKitImageSimilarity").compare(
+        _vision(c, "VisionKitImageSimilarityLoader", "tiny-dinov2"), img(1, 1), img(1, 1, seed=1))["result"],
+         check=lambda c, out: (isinstance(out[0], float) and -1.0 <= out[0] <= 1.0 + 1e-6) or _fail(out)),
+    Case("RGBA batch ranked by similarity keeps its alpha", lambda c: c.node("VisionKitRankSimilarImages").rank(
+        _vision(c, "VisionKitImageSimilarityLoader", "tiny-dinov2"), img(24, 24), img(24, 24, c=4, b=3))["result"][0],
+         check=shape_is(3, 24, 24, 4)),
+    Case("ViT folder without a label head", lambda c: c.node("VisionKitImageLabelsLoader").load(
+        _folder_copy(c, "vit/tiny-vit", "vit", "vit-backbone", architectures=["ViTModel"]), "auto"),
+         says=(r"not an image classifier", r"use e\.g\. google/vit-base-patch16-224")),
+    Case("image labels top_k 0", lambda c: validate(c, "VisionKitImageLabels", top_k=0),
+         says=(r"top_k must be a whole number", r"from 1 to 1000")),
+    Case("segment everything with 500 points per side", lambda c: validate(
+        c, "VisionKitSAMSegmentEverything", points_per_side=500),
+         says=(r"points_per_side must be a whole number from 1 to 64", r"16 is 4× faster")),
+    Case("segment everything that finds nothing is one empty mask", lambda c: c.node(
+        "VisionKitSAMSegmentEverything").run(c.sam(), img(20, 30), points_per_side=1, pred_iou_thresh=1.0,
+                                             stability_score_thresh=1.0)[0],
+         check=lambda c, out: (tuple(out.shape) == (1, 20, 30) and float(out.sum()) == 0) or _fail(out.shape)),
 ]
+
+
+def _folder_copy(ctx: Ctx, source: str, folder: str, name: str, **config) -> str:
+    """A copy of a fixture model folder in the extra models root (config.json entries replaced by `config`)."""
+    import json
+
+    dst = ctx.extra / folder / name
+    shutil.copytree(ctx.models_dir / source, dst)
+    if config:
+        cfg = json.loads((dst / "config.json").read_text())
+        cfg.update(config)
+        (dst / "config.json").write_text(json.dumps(cfg))
+    return name
+
+
+def _vision(ctx: Ctx, loader: str, name: str):
+    return ctx.node(loader).load(name, "auto")[0]
+
+
+def _fail(what):
+    raise AssertionError(f"not the documented outcome: {what!r}")
 
 
 def test_the_corpus_is_big_enough_and_ids_are_unique():

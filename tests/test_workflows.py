@@ -23,6 +23,7 @@ from vk_testing.runner import WorkflowRunner
 ISSUE_WORKFLOWS = {"lcm_txt2img", "controlnet_pose", "controlnet_canny", "ipadapter_style_transfer",
                    "instantid_portrait", "groundedsam_mask", "text_guided_edit", "clothes_swap", "upscale",
                    "clip_zero_shot"}
+ISSUE20_WORKFLOWS = {"caption_img2img", "segment_everything", "most_similar_image"}  # captions, SAM, DINOv2
 
 
 def find(api: dict, class_type: str, title: str | None = None) -> str:
@@ -62,6 +63,7 @@ def test_the_issue_workflows_are_shipped_in_both_formats():
     api = {p.stem for p in W.API_DIR.glob("*.json")}
     assert ui == api, f"UI files without API twin: {ui - api}; API files without UI file: {api - ui}"
     assert ISSUE_WORKFLOWS <= ui, sorted(ISSUE_WORKFLOWS - ui)
+    assert ISSUE20_WORKFLOWS <= ui, sorted(ISSUE20_WORKFLOWS - ui)
     for name in ui:
         ui_wf, api_wf = W.load_ui(name), W.load_api(name)
         assert "nodes" in ui_wf and "links" in ui_wf and ui_wf["version"] == 0.4, name
@@ -122,11 +124,28 @@ def test_ui_file_and_api_twin_describe_the_same_graph(pack, name):
         shown = [v for v in n["widgets_values"] if v not in ("fixed", "randomize", "increment", "decrement")]
         if n["type"] == "LoadImage":
             shown = shown[:1]  # the upload button's value is canvas-only
+        linked_widgets = {i["widget"]["name"] for i in n["inputs"] if i.get("widget") and i["link"]}
+        if linked_widgets:  # a linked widget keeps its value on the canvas; the API file has the link instead
+            names = widget_names(pack.NODE_CLASS_MAPPINGS[n["type"]])
+            shown = [v for v, w in zip(shown, names) if w not in linked_widgets]
         assert shown == values, (name, nid, shown, values)
     for lid, a, sa, b, sb, typ in ui["links"]:
         assert nodes[a]["outputs"][sa]["type"] == typ and lid in nodes[a]["outputs"][sa]["links"]
         assert nodes[b]["inputs"][sb]["link"] == lid
     assert ui["last_link_id"] == max(links, default=0) and ui["last_node_id"] == max(nodes)
+
+
+def widget_names(cls) -> list[str]:
+    """The node class's widget inputs in canvas order (required, then optional; sockets left out)."""
+    it = cls.INPUT_TYPES()
+    out = []
+    for part in ("required", "optional"):
+        for name, spec in it.get(part, {}).items():
+            typ, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(typ, (list, tuple)) or (typ in ("INT", "FLOAT", "STRING", "BOOLEAN")
+                                                  and not opts.get("forceInput")):
+                out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------- running them
@@ -306,9 +325,105 @@ def test_clothes_swap_repaints_only_the_shirt_mask_with_the_reference(run):
     assert torch.equal(out_off[0][outside], src[0][outside])
 
 
+# ---------------------------------------------------------------- issue 20: captions, segment everything, similarity
+def test_caption_img2img_prompts_with_blips_caption(run, pack):
+    api, res = run("caption_img2img")
+    cap_id, enc_id = find(api, "VisionKitCaption"), find(api, "VisionKitPromptEncode")
+    assert api[enc_id]["inputs"]["positive"] == [cap_id, 0]  # the caption STRING is the positive prompt
+    photo = load_input("visionkit_house.png")
+    caption, per_image, _js = res.outputs[cap_id]
+    assert res.ui[cap_id]["text"] == [caption] and per_image == [caption] and caption.strip()
+    # the caption is transformers' own generate() on the loaded photo, with the node's settings
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    folder = res.outputs[find(api, "VisionKitCaptionLoader")][0].path
+    model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    proc = BlipProcessor.from_pretrained(folder, local_files_only=True)
+    from PIL import Image
+
+    pil = Image.open(W.INPUTS_DIR / "visionkit_house.png").convert("RGB")
+    c = api[cap_id]["inputs"]
+    with torch.no_grad():
+        ids = model.generate(**proc(images=pil, return_tensors="pt"), max_new_tokens=c["max_tokens"],
+                             num_beams=c["num_beams"], do_sample=False)
+    assert caption == proc.decode(ids[0], skip_special_tokens=True).strip()
+    # the conditioning is Prompt Encode's of that text; the image-to-image result is a changed photo of its size
+    pipe = res.outputs[find(api, "VisionKitLoraLoader")][0]
+    e = {k: v for k, v in api[enc_id]["inputs"].items() if not isinstance(v, list)}
+    direct = pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"]().encode(pipe, caption, **e)[0]
+    got = res.outputs[enc_id][0]
+    assert torch.equal(got.prompt_embeds, direct.prompt_embeds)
+    (out,) = res.saved[find(api, "SaveImage")]
+    assert out.shape == photo.shape and 0.01 < float((out - photo).abs().mean()) < 0.5
+
+
+def test_segment_everything_masks_are_the_generators_sorted_by_area(run, pack):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.sam_everything import Settings
+
+    api = W.for_tests(W.load_api("segment_everything"))
+    seg_id = find(api, "VisionKitSAMSegmentEverything")
+    shipped = W.load_api("segment_everything")[seg_id]["inputs"]
+    assert shipped["points_per_side"] == 32 and api[seg_id]["inputs"]["points_per_side"] == 2
+    # the tiny random SAM's IoU / stability predictions are far below SAM's real thresholds: keep every mask
+    api[seg_id]["inputs"].update(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    api, res = run(api)
+    masks, preview, js, count = res.outputs[seg_id]
+    src = load_input("visionkit_lions.png")
+    inputs = api[seg_id]["inputs"]
+    settings = Settings(**{k: inputs[k] for k in ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
+                                                   "min_mask_region_area", "box_nms_thresh", "crop_n_layers",
+                                                   "points_per_batch")})
+    sam_spec = res.outputs[find(api, "VisionKitSAMLoader")][0]
+    with get_cache().use(sam_spec) as sam:
+        rgb = (src[0] * 255).round().to(torch.uint8).numpy()
+        want = sorted(SamAutomaticMaskGenerator(sam, **settings.generator_kwargs()).generate(rgb),
+                      key=lambda r: -r["area"])
+    assert count == len(want) >= 2 and masks.shape == (count, *src.shape[1:3])
+    assert all(torch.equal(m.bool(), torch.from_numpy(r["segmentation"])) for m, r in zip(masks, want))
+    assert [r["area"] for r in json.loads(js)[0]] == [r["area"] for r in want]
+    overlay = res.previews[find(api, "PreviewImage", "Masks in colours")][0]
+    every = res.previews[find(api, "PreviewImage", "Every mask, largest first")][0]
+    assert overlay.shape == src.shape and float((overlay - src).abs().max()) > 0.05
+    assert every.shape == (count, *src.shape[1:3], 3) and torch.equal(every[..., 0], masks)
+
+
+def test_most_similar_image_ranks_the_candidates_by_dinov2(run, pack):
+    api, res = run("most_similar_image")
+    rank_id, sim_id = find(api, "VisionKitRankSimilarImages"), find(api, "VisionKitImageSimilarity")
+    cands = torch.cat([load_input("visionkit_house.png"), load_input("visionkit_lion_alone.png")])
+    sorted_images, best, best_sim, scores = res.outputs[rank_id]
+    # the library's embedding (image processor + Dinov2Model pooler_output) and cosine on the loaded files
+    from PIL import Image
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    folder = res.outputs[find(api, "VisionKitImageSimilarityLoader")][0].path
+    model = Dinov2Model.from_pretrained(folder, local_files_only=True).eval()
+    proc = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+
+    def emb(name):
+        with torch.no_grad():
+            return model(**proc(images=Image.open(W.INPUTS_DIR / name).convert("RGB"), return_tensors="pt")
+                         ).pooler_output[0]
+
+    r = emb("visionkit_lions.png")
+    sims = [float(torch.nn.functional.cosine_similarity(r, emb(n), dim=0))
+            for n in ("visionkit_house.png", "visionkit_lion_alone.png")]
+    order = sorted(range(2), key=lambda i: -sims[i])
+    assert [x["index"] for x in json.loads(scores)] == order and best == order[0]
+    assert abs(best_sim - sims[best]) < 1e-5 and torch.equal(sorted_images, cands[order])
+    assert res.ui[rank_id]["text"][0].startswith("images ranked")
+    assert torch.equal(res.previews[find(api, "PreviewImage")][0], cands[order])
+    # the readout: the reference against the sorted batch, best pair (max) = the best match's similarity
+    value, text, _pairs = res.outputs[sim_id]
+    assert abs(value - max(sims)) < 1e-5 and res.ui[sim_id]["text"] == [text]
+
+
 def test_every_api_workflow_runs(run):
     """Nothing shipped is left out of the content tests above by accident: each one runs here too."""
-    covered = ISSUE_WORKFLOWS
+    covered = ISSUE_WORKFLOWS | ISSUE20_WORKFLOWS
     for name in sorted(set(W.names()) - covered):
         _api, res = run(name)
         assert res.saved or res.previews or res.ui, name

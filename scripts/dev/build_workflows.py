@@ -304,9 +304,73 @@ def clothes_swap(g: Graph) -> None:
     g.node("SaveImage", images=paste.out(), filename_prefix="visionkit_clothes", _col=6, _band=2)
 
 
+# ---------------------------------------------------------------- issue 20: captions, segment everything, similarity
+def caption_img2img(g: Graph) -> None:
+    g.note(note_text("Caption → prompt → LCM image-to-image",
+                     "BLIP describes the photo in words (the caption shows on its node); that caption is the "
+                     "prompt of an SD1.5 + LCM-LoRA image-to-image pass, which repaints the photo (denoise 0.6) "
+                     "in the spirit of its own description.",
+                     ["blip-base", "sd15", "lcm-lora-sd15"], inputs="visionkit_house.png",
+                     tips="A prefix such as 'a watercolor painting of' steers the caption (BLIP continues it). "
+                          "Lower denoise keeps more of the photo. " + LCM_TIP))
+    photo = g.node("LoadImage", image="visionkit_house.png", _col=0)
+    blip = g.node("VisionKitCaptionLoader", model_name=catalog_file("blip-base"), _col=0)
+    cap = g.node("VisionKitCaption", caption_model=blip.out(), image=photo.out("IMAGE"), prefix="", max_tokens=30,
+                 num_beams=3, _size=[360, 200], _col=1)
+    pipe = g.node("VisionKitPipelineLoader", model_name="checkpoints/" + catalog_file("sd15"), _col=1, _band=1)
+    lcm = g.node("VisionKitLoraLoader", pipeline=pipe.out("pipeline"), lora_name=catalog_file("lcm-lora-sd15"),
+                 strength_model=1.0, strength_clip=1.0, _title="Load LCM-LoRA", _col=1, _band=1)
+    cond = g.node("VisionKitPromptEncode", pipeline=lcm.out("pipeline"), positive=cap.out("caption"),
+                  negative="blurry, low quality", _col=2, _band=1)
+    img = g.node("VisionKitLCMSampler", pipeline=lcm.out(), conditioning=cond.out(), image=photo.out("IMAGE"),
+                 seed=17, steps=4, guidance=1.0, scheduler="lcm", width=512, height=512, batch_size=1, denoise=0.6,
+                 _col=3, _band=1)
+    g.node("SaveImage", images=img.out(), filename_prefix="visionkit_caption_img2img", _col=4, _band=1)
+
+
+def segment_everything(g: Graph) -> None:
+    g.note(note_text("Segment everything (SAM masks preview)",
+                     "SAM's automatic mask generator prompts the image with a 32×32 grid of points and keeps the "
+                     "good, distinct masks: every mask comes out as a MASK batch sorted by area (largest first), "
+                     "with a coloured overlay and the masks themselves previewed.",
+                     ["sam-b"], inputs="visionkit_lions.png",
+                     tips="Fewer, larger masks: raise pred_iou_thresh / stability_score_thresh or min_mask_region_area; "
+                          "points_per_side 16 is 4× faster. max_masks keeps only the largest ones."))
+    img = g.node("LoadImage", image="visionkit_lions.png", _col=0)
+    sam = g.node("VisionKitSAMLoader", model_name=catalog_file("sam-b"), _col=0)
+    seg = g.node("VisionKitSAMSegmentEverything", sam_model=sam.out(), image=img.out("IMAGE"), _col=1)
+    g.node("PreviewImage", images=seg.out("preview"), _title="Masks in colours", _col=2)
+    m = g.node("MaskToImage", mask=seg.out("masks"), _col=2)
+    g.node("PreviewImage", images=m.out(), _title="Every mask, largest first", _col=3)
+
+
+def most_similar_image(g: Graph) -> None:
+    g.note(note_text("Most similar image (DINOv2 ranking)",
+                     "DINOv2 embeds a reference picture and a batch of candidates; the candidates come out sorted "
+                     "by cosine similarity to the reference (best first, ranking shown on the node), and Image "
+                     "Similarity reads out how alike the reference and the best match are.",
+                     ["dinov2-base"], inputs="visionkit_lions.png (reference), visionkit_house.png, "
+                                             "visionkit_lion_alone.png (candidates)",
+                     tips="More candidates: chain more Batch Images nodes (images of one size), or load a folder "
+                          "of images as a batch. top_k keeps only the best ones."))
+    ref = g.node("LoadImage", image="visionkit_lions.png", _title="Reference", _col=0)
+    a = g.node("LoadImage", image="visionkit_house.png", _title="Candidate 0", _col=0)
+    b = g.node("LoadImage", image="visionkit_lion_alone.png", _title="Candidate 1", _col=0)
+    batch = g.node("ImageBatch", image1=a.out("IMAGE"), image2=b.out("IMAGE"), _col=1)
+    dino = g.node("VisionKitImageSimilarityLoader", model_name=catalog_file("dinov2-base"), _col=1)
+    rank = g.node("VisionKitRankSimilarImages", similarity_model=dino.out(), reference=ref.out("IMAGE"),
+                  images=batch.out(), pooling="cls", top_k=0, _size=[360, 200], _col=2)
+    g.node("PreviewImage", images=rank.out("sorted_images"), _title="Most similar first", _col=3)
+    g.node("VisionKitImageSimilarity", similarity_model=dino.out(), image_a=ref.out("IMAGE"),
+           image_b=rank.out("sorted_images"), pooling="cls", combine="max", _title="Best match similarity",
+           _size=[360, 160], _col=3)
+
+
+ISSUE20_WORKFLOWS = (caption_img2img, segment_everything, most_similar_image)
+
 WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_canny, ipadapter_style_transfer,
                                       instantid_portrait, groundedsam_mask, text_guided_edit, clothes_swap, upscale,
-                                      clip_zero_shot)}
+                                      clip_zero_shot) + ISSUE20_WORKFLOWS}
 
 
 def build(name: str, defs: dict | None = None) -> tuple[dict, dict]:

@@ -185,6 +185,18 @@ def garment() -> Image.Image:
     return im
 
 
+# ---- issue 20: a second savanna picture for "most similar image" (one lion, another place and light)
+def lion_alone() -> Image.Image:
+    """One lion on a savanna, drawn elsewhere and larger: the picture most like visionkit_lions.png in the
+    most_similar_image workflow (the house is the unlike one)."""
+    w, h = 384, 256
+    im = _sky_and_ground(w, h, horizon=0.5)
+    d = ImageDraw.Draw(im)
+    d.ellipse((40, 25, 76, 61), fill=(255, 224, 130))  # sun
+    _lion(d, 200, 160, 1.25, facing=-1)
+    return im
+
+
 IMAGES = {
     "visionkit_lions.png": lions,
     "visionkit_person.png": person,
@@ -193,6 +205,7 @@ IMAGES = {
     "visionkit_face.png": face,
     "visionkit_style.png": style,
     "visionkit_garment.png": garment,
+    "visionkit_lion_alone.png": lion_alone,  # issue 20
 }
 
 

@@ -47,6 +47,8 @@ CORE_NODES: dict[str, dict] = {
                                           ("x", "INT", 0), ("y", "INT", 0), ("resize_source", "BOOLEAN", False)],
                              "optional": [("mask", "MASK", None)], "outputs": [("IMAGE", "IMAGE")],
                              "title": "ImageCompositeMasked"},
+    "ImageBatch": {"required": [("image1", "IMAGE", None), ("image2", "IMAGE", None)], "optional": [],
+                   "outputs": [("IMAGE", "IMAGE")], "title": "Batch Images"},  # issue 20: most_similar_image
     "Note": {"required": [("text", "STRING", "")], "optional": [], "outputs": [], "title": "Note",
              "virtual": True},
 }
@@ -162,8 +164,8 @@ class Graph:
             if k not in known:
                 raise KeyError(f"{type_name} has no input {k!r}; inputs: {list(known)}")
             if isinstance(v, Out):
-                if known[k].widget:
-                    raise ValueError(f"{type_name}.{k} is a widget; linking widgets is not supported here")
+                if known[k].type in ("UPLOAD", "COMBO"):
+                    raise ValueError(f"{type_name}.{k} is a {known[k].type} widget; linking it is not supported here")
                 want, got = known[k].type, v.node.d.outputs[v.slot][1]
                 if want.removeprefix("FORCED_") != got and want != "*":
                     raise TypeError(f"{type_name}.{k} wants {want}, got {got} from {v.node.d.type}")
@@ -254,10 +256,17 @@ class Graph:
                 bottoms[c] = y + 20
 
     # ------------------------------------------------------------ serialisation
+    @staticmethod
+    def _slots(n: Node) -> list[InputDef]:
+        """The node's input slots on the canvas: its sockets, then the widgets that are linked (a widget with a
+        link is an input socket of its own: {"name", "type", "widget": {"name"}, "link"}; its value stays in
+        widgets_values, as the frontend saves it)."""
+        return [i for i in n.d.inputs if not i.widget] + [i for i in n.d.inputs if i.widget and i.name in n.links]
+
     def _links(self) -> list[tuple[int, Node, int, Node, int, str]]:
         out, lid = [], 0
         for n in self.nodes:
-            sockets = [i for i in n.d.inputs if not i.widget]
+            sockets = self._slots(n)
             for slot, i in enumerate(sockets):
                 if i.name in n.links:
                     o = n.links[i.name]
@@ -292,14 +301,17 @@ class Graph:
         order = self._order(links)
         nodes = []
         for n in self.nodes:
-            sockets = [i for i in n.d.inputs if not i.widget]
+            sockets = self._slots(n)
             ins = []
             for slot, i in enumerate(sockets):
                 lk = next((x[0] for x in links if x[3] is n and x[4] == slot), None)
                 entry = {"name": i.name}
                 if i.optional:
                     entry["shape"] = 7
-                entry.update({"type": i.type.removeprefix("FORCED_"), "link": lk})
+                entry["type"] = i.type.removeprefix("FORCED_")
+                if i.widget:
+                    entry["widget"] = {"name": i.name}
+                entry["link"] = lk
                 ins.append(entry)
             outs = []
             for slot, (name, typ) in enumerate(n.d.outputs):

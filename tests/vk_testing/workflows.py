@@ -37,10 +37,17 @@ ALIASES: dict[tuple[str, str], str] = {
     ("instantid", "ip-adapter.bin"): "tiny-instantid.bin",
     ("controlnet", "instantid"): "tiny-sdxl-identitynet",
     ("insightface/models", "antelopev2"): "tiny_antelope",
+    # issue 20: captions, image similarity (tests/vk_testing/tiny_vision.py)
+    ("blip", "blip-image-captioning-base"): "tiny-blip",
+    ("dinov2", "dinov2-base"): "tiny-dinov2",
+    ("vit", "vit-base-patch16-224"): "tiny-vit",
 }
 
 # Text-to-image sizes are divided by this in tests (512 px on the tiny SD1.5 UNet takes 7 s on CPU, 64 px 0.2 s)
 SIZE_DIVISOR = 8
+# Segment everything's point grid per side is divided by this (SAM decodes every prompt at 1024 px even with the
+# tiny encoder: the shipped 32×32 grid takes minutes on a CPU, 2×2 a few seconds)
+POINTS_DIVISOR = 16
 
 
 def names() -> list[str]:
@@ -84,12 +91,15 @@ def model_inputs(api: dict) -> list[tuple[str, str, str]]:
 
 
 def for_tests(api: dict) -> dict:
-    """The API workflow with the text-to-image sizes lowered (SIZE_DIVISOR), everything else as shipped."""
+    """The API workflow with the text-to-image sizes lowered (SIZE_DIVISOR) and segment everything's point grid
+    coarser (POINTS_DIVISOR), everything else as shipped."""
     api = copy.deepcopy(api)
     for node in api.values():
         if node["class_type"] == "VisionKitLCMSampler" and "image" not in node["inputs"]:
             for k in ("width", "height"):
                 node["inputs"][k] = max(64, node["inputs"][k] // SIZE_DIVISOR // 8 * 8)
+        if node["class_type"] == "VisionKitSAMSegmentEverything":  # issue 20
+            node["inputs"]["points_per_side"] = max(2, node["inputs"]["points_per_side"] // POINTS_DIVISOR)
     return api
 
 
@@ -147,4 +157,26 @@ class ImageCompositeMasked:
         return (destination[..., :3] * (1 - m) + source[..., :3] * m,)
 
 
-CORE_STAND_INS = {"MaskToImage": MaskToImage, "ImageCompositeMasked": ImageCompositeMasked}
+class ImageBatch:
+    """ComfyUI's ImageBatch (Batch Images) for what the workflows use: two batches of the same size, joined. Another
+    size is an error here (core resizes image2; the real node runs in T2)."""
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image1": ("IMAGE", {}), "image2": ("IMAGE", {})}}
+
+    def run(self, image1, image2):
+        from .runner import WorkflowError
+
+        import torch
+
+        if image1.shape[1:] != image2.shape[1:]:
+            raise WorkflowError("the ImageBatch stand-in only joins images of the same size")
+        return (torch.cat([image1, image2]),)
+
+
+CORE_STAND_INS = {"MaskToImage": MaskToImage, "ImageCompositeMasked": ImageCompositeMasked,
+                  "ImageBatch": ImageBatch}  # ImageBatch: issue 20 (most_similar_image)
