@@ -309,11 +309,45 @@ WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_ca
                                       clip_zero_shot)}
 
 
+def add_model_metadata(ui: dict) -> dict:
+    """Each loader node gets `properties.models`: for every model its dropdowns name, the file, download URL
+    and ComfyUI folder from the pack's one catalogue (models/catalog.py + the downloader's manifest). The
+    frontend's Missing Models panel reads exactly this ({name, url, directory}; ComfyUI frontend 1.58
+    `node.properties.models`) to offer the right file for the right folder. Generic: which widgets name
+    models and which folders they list come from the nodes themselves (GET /visionkit/loaders' table)."""
+    from visionkit_pack.models.catalog import workflow_models
+    from visionkit_pack.nodes.routes import loaders_table
+
+    pack = import_pack()
+    table = loaders_table(pack.NODE_CLASS_MAPPINGS)
+    for node in ui["nodes"]:
+        inputs = table.get(node["type"])
+        if not inputs:
+            continue
+        names = [i.name for i in node_defs_cache()[node["type"]].inputs if i.widget]
+        values = dict(zip(names, node["widgets_values"]))  # loaders have no control_after_generate widgets
+        models = [m for name, spec in inputs.items() if isinstance(values.get(name), str)
+                  for m in workflow_models(spec["folders"], values[name])]
+        if models:
+            node["properties"]["models"] = models
+    return ui
+
+
+_DEFS: dict | None = None
+
+
+def node_defs_cache() -> dict:
+    global _DEFS
+    if _DEFS is None:
+        _DEFS = node_defs()
+    return _DEFS
+
+
 def build(name: str, defs: dict | None = None) -> tuple[dict, dict]:
-    g = Graph(name, defs or node_defs())
+    g = Graph(name, defs or node_defs_cache())
     WORKFLOWS[name](g)
     g.layout()
-    return g.to_ui(), g.to_api()
+    return add_model_metadata(g.to_ui()), g.to_api()
 
 
 def dumps(obj) -> str:
