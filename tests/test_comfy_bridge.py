@@ -18,12 +18,15 @@ import pytest
 from vk_testing import ROOT, import_pack
 
 
-def comfyui_dir() -> Path | None:
-    env = os.environ.get("COMFYUI_DIR")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "comfyui"]:
-        if (cand / "comfy" / "model_management.py").exists():
-            return cand
-    return None
+def comfyui_dirs() -> list:
+    """Every ComfyUI version the tests use (vk_testing.comfy_server.find_comfyui_dirs), as pytest params."""
+    from vk_testing.comfy_server import ComfyUINotFound, comfyui_version, find_comfyui_dirs
+
+    try:
+        dirs = [d for d in find_comfyui_dirs() if (d / "comfy" / "model_management.py").exists()]
+    except ComfyUINotFound:
+        dirs = []
+    return [pytest.param(d, id=f"comfyui-{comfyui_version(d)}") for d in dirs] or [pytest.param(None, id="none")]
 
 
 SCRIPT = r"""
@@ -104,10 +107,10 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def bridge_run(models_dir):
-    """The script's results (one subprocess for the tests below)."""
-    comfy = comfyui_dir()
+@pytest.fixture(scope="module", params=comfyui_dirs())
+def bridge_run(request, models_dir):
+    """The script's results (one subprocess per ComfyUI version for the tests below)."""
+    comfy = request.param
     if comfy is None:
         pytest.skip("no ComfyUI checkout: set COMFYUI_DIR or put the snapshot at ../shared/comfyui")
     code = f"COMFY={str(comfy)!r}; MODELS={str(models_dir)!r}; ROOT={str(ROOT)!r}\n" + SCRIPT
