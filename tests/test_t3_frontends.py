@@ -9,6 +9,7 @@ is left out: test_t3_browser.py / test_t3_web.py cover it in full. On each combi
 - every shipped workflow loads with no dialog and `await app.graphToPrompt()` equals its API twin;
 - the Missing Models panel of frontends that have one (1.58) lists a missing model of a shipped workflow with
   its folder and a Download button (the workflow's `properties.models`), not as "Unknown";
+- the Templates dialog shows the pack's thumbnails (they load: no 404 per template);
 - the console holds zero warnings or errors from the pack (deprecated APIs, internal-module imports, failed
   loads of its files such as template thumbnails; `ComfyPage.visionkit_console`).
 
@@ -16,10 +17,12 @@ One server and one page per combination (~30-40 s each here); skipped when Playw
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 from vk_testing import import_pack
 from vk_testing import workflows as W
-from vk_testing.browser import ComfyPage, launch_browser, missing_reason, write_settings
+from vk_testing.browser import PACK_TEMPLATES, ComfyPage, launch_browser, missing_reason, write_settings
 from vk_testing.comfy_server import (
     NEWEST_FRONTEND,
     ComfyServer,
@@ -126,6 +129,33 @@ def test_missing_models_panel_offers_the_declared_file(combo):
         link.symlink_to(target)
         page.close_dialogs()
         page.evaluate("async () => { await app.refreshComboInNodes(); }")
+
+
+def test_template_thumbnails_load(combo):
+    """The Templates dialog on the pack's category: every thumbnail it shows loads (no 404 in the console;
+    the console check below covers the requests)."""
+    _, page = combo
+    if not page.evaluate("() => (app.extensionManager?.command?.commands ?? [])"
+                         ".some((c) => c.id === 'Comfy.BrowseTemplates')"):
+        pytest.skip("this frontend has no Comfy.BrowseTemplates command")
+    page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+    try:
+        try:
+            page.page.get_by_text("ComfyUI-VisionKit", exact=True).last.click(timeout=10_000)
+        except Exception:  # noqa: BLE001  (already the open category)
+            pass
+        # the ones in view are fetched (the rest lazily); every fetch must succeed
+        deadline = time.monotonic() + 30
+        thumbs = []
+        while time.monotonic() < deadline and not thumbs:
+            page.page.wait_for_timeout(300)
+            thumbs = [r for r in page.pack_responses if PACK_TEMPLATES in r[1] and r[1].endswith(".jpg")]
+        page.page.wait_for_timeout(1500)
+        thumbs = [r for r in page.pack_responses if PACK_TEMPLATES in r[1] and r[1].endswith(".jpg")]
+        assert thumbs and all(status == 200 for status, _ in thumbs), thumbs
+    finally:
+        page.close_dialogs()
+        page.page.keyboard.press("Escape")
 
 
 def test_zero_visionkit_console_warnings(combo):

@@ -125,6 +125,9 @@ class ComfyPage:
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.errors.append(f"{e}\n{e.stack or ''}"))
         self.page.on("console", self._on_console)
+        self.pack_responses: list[tuple[int, str]] = []  # (status, url) of every request for one of the pack's files
+        self.page.on("response", lambda r: (PACK_SCRIPTS in r.url or PACK_TEMPLATES in r.url)
+                     and self.pack_responses.append((r.status, r.url)))
         self.page.goto(server.url)
         self.page.wait_for_function(
             f"() => window.app?.graph && window.LiteGraph?.registered_node_types?.[{json.dumps(ready_node)}]",
