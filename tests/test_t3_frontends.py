@@ -9,6 +9,7 @@ is left out: test_t3_browser.py / test_t3_web.py cover it in full. On each combi
 - every shipped workflow loads with no dialog and `await app.graphToPrompt()` equals its API twin;
 - the Missing Models panel of frontends that have one (1.58) lists a missing model of a shipped workflow with
   its folder and a Download button (the workflow's `properties.models`), not as "Unknown";
+- in 1.58's Nodes 2.0 layout a readout box shows all of its text;
 - the Templates dialog shows the pack's thumbnails (they load: no 404 per template);
 - the console holds zero warnings or errors from the pack (deprecated APIs, internal-module imports, failed
   loads of its files such as template thumbnails; `ComfyPage.visionkit_console`).
@@ -156,6 +157,30 @@ def test_template_thumbnails_load(combo):
     finally:
         page.close_dialogs()
         page.page.keyboard.press("Escape")
+
+
+def test_readout_fits_its_text_in_nodes_2(combo):
+    """Nodes 2.0 (1.58's Vue node layout): the readout box shows all of its text (it asks for its height)."""
+    _, page = combo
+    if not page.evaluate("() => typeof app.extensionManager?.setting?.set === 'function' && "
+                         "parseInt((window.__COMFYUI_FRONTEND_VERSION__ ?? '0.0').split('.')[1]) >= 58"):
+        pytest.skip("Nodes 2.0 is tested on frontend 1.58")
+    page.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        out = page.evaluate("""async () => { app.graph.clear();
+          const n = LiteGraph.createNode('VisionKitModelCacheInfo'); n.pos = [100, 100]; app.graph.add(n);
+          await new Promise((r) => setTimeout(r, 500));
+          n.onExecuted({text: ['3 model(s) cached', 'a.pth: 1.0 MB', 'b.pth: 2.0 MB', 'c.pth: 3.0 MB', 'd', 'e', 'f']});
+          await new Promise((r) => setTimeout(r, 1000));
+          const ta = document.querySelector('textarea.vk-readout');
+          return {vue: !!LiteGraph.vueNodesMode, found: !!ta, client: ta?.clientHeight, scroll: ta?.scrollHeight,
+                  text: ta?.value};
+        }""")
+        assert out["vue"] and out["found"], out
+        assert out["text"].count("\n") == 6 and out["client"] >= out["scroll"] - 2, out  # no hidden lines
+    finally:
+        page.evaluate("async () => { app.graph.clear(); "
+                      "await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
 
 
 def test_zero_visionkit_console_warnings(combo):

@@ -47,6 +47,9 @@ function showText(node, lines) {
   }
   widget.element.value = text;
   widget.value = text;
+  // Nodes 2.0 lays DOM widgets out in the page's flow: the box asks for its text's height itself there
+  // (on the classic canvas the same height comes from getMinHeight).
+  widget.element.style.minHeight = `${readoutHeight(text)}px`;
   requestAnimationFrame(() => {
     const size = node.computeSize();
     node.setSize([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
