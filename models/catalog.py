@@ -80,32 +80,3 @@ CATALOG: tuple[CatalogModel, ...] = (
 def by_folder(key: str) -> list[CatalogModel]:
     return [m for m in CATALOG if m.folder == key]
 
-
-def download_url(folder: str, file: str) -> str | None:
-    """The URL a single-file model of the catalogue is fetched from (models/model_manifest.py, the
-    downloader's list), or None: not a catalogue file, a folder model, or an archive."""
-    from .model_manifest import ENTRIES
-
-    for e in ENTRIES:
-        if e.folder == folder and e.target == file and len(e.files) == 1 and not e.files[0].archive \
-                and e.files[0].path == file:
-            return e.files[0].url
-    return None
-
-
-def workflow_models(folder_keys, file: str) -> list[dict]:
-    """The model metadata a workflow node carries for `file` picked from one of `folder_keys`: what the
-    ComfyUI frontend's Missing Models panel reads from `node.properties.models` — the file name, its
-    download URL and the folder (ComfyUI's folder name) it goes into. Empty when the catalogue has no URL."""
-    from .folders import FOLDERS
-
-    for key in folder_keys:
-        # A dropdown that joins several folders names its files "<folder key>/<file>" (the pipeline loader).
-        # The metadata names the file inside its folder: frontend 1.27 checks `name` against that folder's
-        # files (a prefixed name would be reported missing although it is there); 1.58 matches entries to
-        # widget values, so it ignores this one rather than mislead.
-        plain = file[len(key) + 1:] if len(folder_keys) > 1 and file.startswith(key + "/") else file
-        url = download_url(key, plain)
-        if url:
-            return [{"name": plain, "url": url, "directory": FOLDERS[key].folder}]
-    return []

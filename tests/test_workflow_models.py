@@ -2,16 +2,17 @@
 
 ComfyUI's frontend (1.27 and 1.58 alike) reads a node's `properties.models`, a list of {name, url,
 directory}: 1.27 checks each against the files of that folder when a workflow opens, 1.58 offers the URL
-for a model its scan finds missing. scripts/dev/build_workflows.py writes it from models/catalog.py and
-the downloader's manifest; here the files are checked against those sources, entry by entry.
+for a model its scan finds missing. scripts/dev/build_workflows.py writes it from the downloader's manifest
+(models/model_manifest.py); here the files are checked against those sources, entry by entry.
 """
 from __future__ import annotations
 
 import pytest
-from vk_testing import import_pack
+from vk_testing import dev_script, import_pack
 from vk_testing import workflows as W
 
 PACK = import_pack()
+BUILD = dev_script("build_workflows")
 
 
 def _model_widgets(node: dict) -> dict:
@@ -31,8 +32,9 @@ def _model_widgets(node: dict) -> dict:
 
 @pytest.mark.parametrize("name", W.names())
 def test_every_model_with_a_known_url_is_declared(name):
-    from visionkit_pack.models.catalog import download_url
     from visionkit_pack.models.folders import FOLDERS
+
+    download_url = BUILD.download_url
 
     declared_somewhere = 0
     for node in W.load_ui(name)["nodes"]:
@@ -54,7 +56,7 @@ def test_every_model_with_a_known_url_is_declared(name):
 
 
 def test_catalog_urls_come_from_the_manifest():
-    from visionkit_pack.models.catalog import download_url, workflow_models
+    download_url, workflow_models = BUILD.download_url, BUILD.workflow_models
 
     assert download_url("sams", "sam_vit_b_01ec64.pth") == \
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
