@@ -79,4 +79,3 @@ CATALOG: tuple[CatalogModel, ...] = (
 
 def by_folder(key: str) -> list[CatalogModel]:
     return [m for m in CATALOG if m.folder == key]
-
