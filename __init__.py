@@ -14,6 +14,10 @@ from .nodes import routes as _routes  # noqa: E402
 
 WEB_DIRECTORY = "./web"
 
+from .models import errors as _errors  # noqa: E402
+
+_errors.shorten_error_names(__name__)  # ComfyUI shows "visionkit.UpscaleModelError", not the folder's path
+
 if _host.in_comfyui():
     _routes.register()
 

@@ -27,7 +27,12 @@ def test_comfy_node_validate_accepts_pyproject(tmp_path):
 def test_pyproject_fields_and_dependencies_match_requirements():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     comfy = data["tool"]["comfy"]
-    assert comfy["PublisherId"] and comfy["DisplayName"] == "VisionKit" and comfy["Icon"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] == "VisionKit"
+    # Not published yet: no links to a repository or an icon that do not exist (README, install section).
+    # An Icon, once there, must be a file of the repository.
+    assert "urls" not in data["project"], data["project"]["urls"]
+    icon = comfy.get("Icon")
+    assert icon is None or (ROOT / "docs" / icon.rsplit("/docs/", 1)[-1]).is_file(), icon
     deps = data["project"]["dependencies"]
     reqs = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines()
             if l.strip() and not l.startswith("#")]

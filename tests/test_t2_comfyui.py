@@ -177,5 +177,9 @@ def test_wrong_kind_of_file_fails_the_node_not_the_server(comfy):  # noqa: F811
     assert hist["status"]["status_str"] == "error"
     text = all_strings(hist["status"]["messages"])
     assert "is not a Real-ESRGAN model" in text and "SAM" in text, text[:3000]
+    # what the page shows above the message: a short, stable type, not the pack folder's path
+    (error,) = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"]
+    assert error["exception_type"] == "visionkit.UpscaleModelError", error["exception_type"]
+    assert error["exception_message"].splitlines()[0].strip(), error["exception_message"]
     assert name not in paths_cached(comfy)
     comfy.run_prompt(cache_prompt(TINY_X4))

@@ -48,10 +48,15 @@ def find_one(api: dict, class_type: str) -> str:
 def test_templates_route_lists_the_shipped_workflows(server):
     listed = server.get_json("/api/workflow_templates")
     assert sorted(listed.get(PACK_FOLDER, [])) == W.names(), listed
-    served = json.loads(fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/upscale.json"))
-    assert served == W.load_ui("upscale")
-    # the Templates dialog's thumbnail of a custom node's template: <name>.jpg beside it
-    assert fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/upscale.jpg")[:2] == b"\xff\xd8"
+    # Every version tested serves the pack's workflows/ folder (0.33 prefers example_workflows/ and still reads
+    # workflows/) and the frontends ask for /api/workflow_templates/<pack>/<name>.json and, as the Templates
+    # dialog's thumbnail, <name>.jpg (1.27 and 1.58 alike): each must be there, or the console shows a 404
+    # per template.
+    for name in W.names():
+        served = json.loads(fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/{name}.json"))
+        assert served == W.load_ui(name), (server.version, name)
+        thumb = fetch(server, f"/api/workflow_templates/{PACK_FOLDER}/{name}.jpg")
+        assert thumb[:2] == b"\xff\xd8", (server.version, name)
 
 
 @pytest.mark.parametrize("name", W.names())

@@ -11,7 +11,9 @@
   VISIONKIT_UPDATE_SCREENSHOTS=1 also to docs/screenshots/ and, as the Templates dialog's thumbnail, to
   workflows/<name>.jpg (scripts/dev/update_screenshots).
 
-The server is the session's shared one (the `comfy` fixture), with the tiny models linked under the real names,
+The server is the session's shared one of the primary ComfyUI with its pinned frontend (`comfy_primary`; the other
+ComfyUI x frontend combinations get the smoke set of test_t3_frontends.py), with the tiny models linked under the
+real names,
 so the combos hold the shipped model names. Skipped when Playwright or Chromium is missing.
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from vk_testing.browser import (
     update_docs_screenshots,
     write_settings,
 )
-from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture)
+from vk_testing.comfy_server import comfy_primary  # noqa: F401  (the session fixture: the primary ComfyUI)
 
 pytestmark = pytest.mark.t3
 
@@ -55,12 +57,19 @@ def _browser_present():
 
 
 @pytest.fixture(scope="module")
-def server(comfy):  # noqa: F811
+def server(comfy_primary):  # noqa: F811
+    comfy = comfy_primary
     W.link_real_names(comfy.base_dir / "models", comfy.models_dir)
     W.copy_inputs(comfy.base_dir / "input")
     write_settings(comfy.base_dir)
     apply_settings(comfy)
     return comfy
+
+
+def declared_model_urls() -> tuple[str, ...]:
+    """The download URLs the shipped workflows declare (properties.models): newer frontends ask for them."""
+    return tuple(sorted({m["url"] for name in W.names() for n in W.load_ui(name)["nodes"]
+                         for m in n.get("properties", {}).get("models", [])}))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +82,7 @@ def page(server):
             p.close()
     # The frontend itself asks the Comfy registry (releases, which pack a node type comes from): aborted here.
     # Anything else would be the pack's scripts reaching out.
-    others = [u for u in p.blocked if not u.startswith(FRONTEND_HOSTS)]
+    others = [u for u in p.blocked if not u.startswith(FRONTEND_HOSTS + declared_model_urls())]
     assert not others, f"the page tried to reach other hosts: {others[:10]}"
 
 
@@ -170,6 +179,13 @@ def test_run_button_queues_a_workflow_that_finishes(page, server):
     assert entry["prompt"][2] == W.load_api(name)  # what the page sent is the API twin
     save = next(k for k, n in W.load_api(name).items() if n["class_type"] == "SaveImage")
     assert entry["outputs"][save]["images"]
+
+
+def test_zero_visionkit_console_warnings_or_errors(page):
+    """Nothing the pack does shows in the console: no deprecated frontend API, no internal-module import, no
+    failed load of its files (template thumbnails included). Runs after the workflow tests (file order)."""
+    ours = [m for m in page.visionkit_console() if "VisionKitNoSuchNode" not in m]  # the missing-node test's own
+    assert not ours, f"frontend {page.frontend_version()}: the pack's console output:\n" + "\n".join(ours)
 
 
 def test_the_pack_raised_no_errors_in_the_page(page):

@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from vk_testing import ROOT, tiers
-from vk_testing.comfy_server import ComfyServer, comfy, find_comfyui_dir  # noqa: F401  (comfy: the fixture)
+from vk_testing.browser import DEPRECATION_HOOK, PACK_SCRIPTS
+from vk_testing.comfy_server import ComfyServer, comfy_primary, find_comfyui_dir, frontend_args  # noqa: F401
 
 pytestmark = [pytest.mark.t3, pytest.mark.slow]
 
@@ -44,6 +45,12 @@ CLICK_EXCLUDE = (40, 30)  # right button
 DRAG_BOX = ((5, 6), (30, 20))  # top-left to bottom-right
 DRAG_BOX_REVERSED = ((50, 40), (35, 25))  # bottom-right to top-left: the editor normalises it
 EXPECTED = {"points": [[10, 12, 1], [40, 30, 0]], "boxes": [[5, 6, 31, 21], [35, 25, 51, 41]]}
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_primary):  # noqa: F811
+    """The full T3 set runs on the primary ComfyUI with its pinned frontend (the others: test_t3_frontends.py)."""
+    return comfy_primary
 
 
 # ---------------------------------------------------------------- browser fixtures
@@ -96,11 +103,16 @@ class Page:
         self.server = server
         self.errors: list[str] = []
         self.blocked: list[str] = []
+        self.console: list[str] = []  # warnings and errors from the pack (see vk_testing.browser)
         _settings(server)
         self.context = browser.new_context(viewport=VIEWPORT)
         self.context.route("**/*", self._route)
+        self.context.add_init_script(script=f"({DEPRECATION_HOOK})({json.dumps(PACK_SCRIPTS)})")
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.errors.append(f"{e}\n{e.stack or ''}"))
+        self.page.on("console", lambda m: m.type in ("warning", "error") and (
+            "VisionKit" in m.text or PACK_SCRIPTS in m.text or PACK_SCRIPTS in (m.location or {}).get("url", "")
+            or m.text.startswith("[ComfyUI Notice]")) and self.console.append(m.text))
         self.page.goto(server.url)
         self.page.wait_for_function(
             "() => window.app?.graph && window.LiteGraph?.registered_node_types?.VisionKitSAMSegment"
@@ -148,10 +160,12 @@ def page(shared_page):
         pg.wait_for_selector(".vk-sam-editor", state="detached")
     pg.evaluate("() => { const s = app.extensionManager?.sidebarTab; if (s?.activeSidebarTabId) "
                 "s.toggleSidebarTab(s.activeSidebarTabId); }")
-    seen = len(shared_page.errors)
+    seen, seen_console = len(shared_page.errors), len(shared_page.console)
     yield shared_page
     errors = [e for e in shared_page.errors[seen:] if PACK_URL in e]
     assert not errors, "the pack's scripts raised in the page:\n" + "\n".join(errors)
+    console = shared_page.console[seen_console:]
+    assert not console, "the pack's console warnings/errors:\n" + "\n".join(console)
 
 
 # ---------------------------------------------------------------- server helpers
@@ -450,7 +464,8 @@ def empty_models_server(tmp_path_factory):
         tiers.missing("T2", "no ComfyUI found (COMFYUI_DIR or ../shared/comfyui)")
     _playwright()  # skip before starting a server the browser cannot use
     root = tmp_path_factory.mktemp("empty_models")
-    server = ComfyServer(comfyui, root, tmp_path_factory.mktemp("comfyui_empty_base")).start()
+    server = ComfyServer(comfyui, root, tmp_path_factory.mktemp("comfyui_empty_base"),
+                         extra_args=frontend_args(comfyui)).start()
     try:
         yield server
     finally:
@@ -465,6 +480,7 @@ def test_loader_with_no_files_says_where_to_put_them(browser, empty_models_serve
         pg.evaluate("""() => { app.graph.clear();
           const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
           window.__vkt = { sam: add("VisionKitSAMLoader", [150, 100]), pipe: add("VisionKitPipelineLoader", [640, 100]) };
+          window.__vkt.samSize = [...window.__vkt.sam.size];  // before the notice (it is added on the next tick)
           app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true); }""")
         notice = "(n) => n.widgets.find((w) => w.name === 'vk_missing_models')?.value ?? null"
         pg.wait_for_function(f"() => ({notice})(__vkt.sam) && ({notice})(__vkt.pipe)", timeout=20_000)
@@ -486,9 +502,35 @@ def test_loader_with_no_files_says_where_to_put_them(browser, empty_models_serve
         shutil.copyfile(models_dir / "sams" / SAM_FILE, server.models_dir / "sams" / SAM_FILE)
         pg.evaluate("async () => { await app.refreshComboInNodes(); }")
         pg.wait_for_function(f"() => ({notice})(__vkt.sam) === null", timeout=20_000)
+        before, after = pg.evaluate("() => [__vkt.samSize, [...__vkt.sam.size]]")
+        assert after[0] == pytest.approx(before[0], abs=1), (before, after)  # the notice's width is given back
+        assert after[1] <= before[1] + 40, (before, after)
         values = pg.evaluate("() => __vkt.sam.widgets.find((w) => w.name === 'model_name').options.values")
         assert values == [SAM_FILE], values
         assert pg.evaluate(f"() => ({notice})(__vkt.pipe)") is not None  # still no pipeline files
         assert not p.pack_errors(), p.pack_errors()
+        assert not p.console, p.console
     finally:
         p.close()
+
+
+def test_readout_has_a_label_and_fits_its_text(page):
+    """A readout node (cache info, similarity, ranking) shows its text in a labelled, read-only box that
+    grows with the text; it is kept out of the prompt and the saved workflow."""
+    pg = page.page
+    out = pg.evaluate("""async () => { app.graph.clear();
+      const n = LiteGraph.createNode('VisionKitModelCacheInfo'); n.pos = [100, 100]; app.graph.add(n);
+      const h0 = n.size[1];
+      n.onExecuted({text: ['3 model(s) cached', 'a.pth: 1.0 MB', 'b.pth: 2.0 MB', 'c.pth: 3.0 MB', 'd', 'e', 'f']});
+      await new Promise((r) => setTimeout(r, 300));
+      const w = n.widgets.find((x) => x.name === 'vk_readout');
+      const el = w.element;
+      const prompt = (await app.graphToPrompt()).output[String(n.id)];
+      return {label: w.label, value: el.value, readOnly: el.readOnly, h0, h1: n.size[1],
+              inputs: Object.keys(prompt.inputs),
+              saved: app.graph.serialize().nodes.find((x) => x.id === n.id).widgets_values};
+    }""")
+    assert out["label"] == "Result" and out["readOnly"], out
+    assert out["value"].splitlines()[0] == "3 model(s) cached" and len(out["value"].splitlines()) == 7, out
+    assert out["h1"] >= out["h0"] + 7 * 16 - 40, out  # taller for seven lines
+    assert "vk_readout" not in out["inputs"] and out["value"] not in (out["saved"] or []), out

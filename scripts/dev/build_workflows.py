@@ -373,11 +373,77 @@ WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_ca
                                       clip_zero_shot) + ISSUE20_WORKFLOWS}
 
 
+def download_url(folder: str, file: str) -> str | None:
+    """The URL a single-file model of the catalogue is fetched from (models/model_manifest.py, the
+    downloader's list), or None: not a catalogue file, a folder model, or an archive."""
+    import_pack()
+    from visionkit_pack.models.model_manifest import ENTRIES  # the downloader's list (never imported by the pack)
+
+    for e in ENTRIES:
+        if e.folder == folder and e.target == file and len(e.files) == 1 and not e.files[0].archive \
+                and e.files[0].path == file:
+            return e.files[0].url
+    return None
+
+
+def workflow_models(folder_keys, file: str) -> list[dict]:
+    """The model metadata a workflow node carries for `file` picked from one of `folder_keys`: what the
+    ComfyUI frontend's Missing Models panel reads from `node.properties.models` — the file name, its
+    download URL and the folder (ComfyUI's folder name) it goes into. Empty when the catalogue has no URL."""
+    import_pack()
+    from visionkit_pack.models.folders import FOLDERS
+
+    for key in folder_keys:
+        # A dropdown that joins several folders names its files "<folder key>/<file>" (the pipeline loader).
+        # The metadata names the file inside its folder: frontend 1.27 checks `name` against that folder's
+        # files (a prefixed name would be reported missing although it is there); 1.58 matches entries to
+        # widget values, so it ignores this one rather than mislead.
+        plain = file[len(key) + 1:] if len(folder_keys) > 1 and file.startswith(key + "/") else file
+        url = download_url(key, plain)
+        if url:
+            return [{"name": plain, "url": url, "directory": FOLDERS[key].folder}]
+    return []
+
+
+def add_model_metadata(ui: dict) -> dict:
+    """Each loader node gets `properties.models`: for every model its dropdowns name, the file, download URL
+    and ComfyUI folder from the pack's one catalogue (models/catalog.py's files, the URLs of the downloader's
+    manifest, models/model_manifest.py). The
+    frontend's Missing Models panel reads exactly this ({name, url, directory}; ComfyUI frontend 1.58
+    `node.properties.models`) to offer the right file for the right folder. Generic: which widgets name
+    models and which folders they list come from the nodes themselves (GET /visionkit/loaders' table)."""
+    from visionkit_pack.nodes.routes import loaders_table
+
+    pack = import_pack()
+    table = loaders_table(pack.NODE_CLASS_MAPPINGS)
+    for node in ui["nodes"]:
+        inputs = table.get(node["type"])
+        if not inputs:
+            continue
+        names = [i.name for i in node_defs_cache()[node["type"]].inputs if i.widget]
+        values = dict(zip(names, node["widgets_values"]))  # loaders have no control_after_generate widgets
+        models = [m for name, spec in inputs.items() if isinstance(values.get(name), str)
+                  for m in workflow_models(spec["folders"], values[name])]
+        if models:
+            node["properties"]["models"] = models
+    return ui
+
+
+_DEFS: dict | None = None
+
+
+def node_defs_cache() -> dict:
+    global _DEFS
+    if _DEFS is None:
+        _DEFS = node_defs()
+    return _DEFS
+
+
 def build(name: str, defs: dict | None = None) -> tuple[dict, dict]:
-    g = Graph(name, defs or node_defs())
+    g = Graph(name, defs or node_defs_cache())
     WORKFLOWS[name](g)
     g.layout()
-    return g.to_ui(), g.to_api()
+    return add_model_metadata(g.to_ui()), g.to_api()
 
 
 def dumps(obj) -> str:

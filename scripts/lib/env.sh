@@ -10,6 +10,14 @@
 #   mended (onnxruntime vs onnxruntime-gpu, opencv-python vs opencv-python-headless; see NOTES.md).
 #   A stamp inside the venv holds the hash of those inputs, so a re-run with nothing changed is instant.
 #   VISIONKIT_REINSTALL=1 forces the install.
+# - Two ComfyUI versions: VK_COMFYUI_ALL lists every ComfyUI the tests run against (colon-separated; with
+#   COMFYUI_DIR unset: ../shared/comfyui and ../shared/comfyui-0.33 when present; VISIONKIT_COMFYUI_DIRS
+#   overrides). The other versions' requirements go into the same venv, except the three packages each
+#   version pins to its own release (comfyui-frontend-package, -workflow-templates, -embedded-docs): one
+#   venv holds one of each, the first version's.
+# - vk_ensure_frontends: each version's pinned frontend and the newest one the tests use (VK_NEWEST_FRONTEND)
+#   as unpacked wheels in $VK_VENV/visionkit-frontends/<version>/ (pip download --no-deps from the package
+#   index, once); the test servers get --front-end-root on them (tests/vk_testing/comfy_server.py).
 
 VK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 VK_VENV="${VISIONKIT_VENV:-$VK_ROOT/.venv}"
@@ -21,7 +29,12 @@ fi
 VK_STAMP="$VK_VENV/.visionkit-install-stamp"
 VK_CONSTRAINTS="$VK_ROOT/scripts/constraints.txt"
 VK_COMFYUI=""
+VK_COMFYUI_ALL=""
 VK_COMFYUI_URL="https://github.com/comfyanonymous/ComfyUI"
+VK_FRONTENDS="${VISIONKIT_FRONTENDS:-$VK_VENV/visionkit-frontends}"
+VK_NEWEST_FRONTEND="${VISIONKIT_NEWEST_FRONTEND:-1.58.1}"  # keep in step with tests/vk_testing/comfy_server.py
+# Packages every ComfyUI version pins to its own release: never installed from the other versions' lists.
+VK_PER_VERSION_PKGS='^comfyui[-_](frontend[-_]package|workflow[-_]templates|embedded[-_]docs)'
 
 vk_say() { printf '[visionkit] %s\n' "$*" >&2; }
 vk_die() { printf '[visionkit] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -45,6 +58,21 @@ vk_find_comfyui() {  # sets VK_COMFYUI to an absolute path, or "" when none is f
     elif [ -f "$VK_ROOT/.comfyui/main.py" ]; then
         VK_COMFYUI="$VK_ROOT/.comfyui"
     fi
+    VK_COMFYUI_ALL="$VK_COMFYUI"
+    if [ -n "${VISIONKIT_COMFYUI_DIRS:-}" ]; then
+        VK_COMFYUI_ALL="$VISIONKIT_COMFYUI_DIRS"
+        VK_COMFYUI="${VISIONKIT_COMFYUI_DIRS%%:*}"
+    elif [ -z "${COMFYUI_DIR:-}" ] && [ -n "$VK_COMFYUI" ] && [ -f "$VK_ROOT/../shared/comfyui-0.33/main.py" ]; then
+        VK_COMFYUI_ALL="$VK_COMFYUI:$(cd "$VK_ROOT/../shared/comfyui-0.33" && pwd -P)"
+    fi
+}
+
+vk_comfyui_others() {  # the ComfyUI checkouts of VK_COMFYUI_ALL after the first, one per line
+    printf '%s\n' "$VK_COMFYUI_ALL" | tr ':' '\n' | tail -n +2 | grep -v '^$' || true
+}
+
+vk_pinned_frontend() {  # $1: a ComfyUI checkout -> the comfyui-frontend-package version it pins
+    sed -n 's/^comfyui[-_]frontend[-_]package *== *\([0-9A-Za-z.]*\).*/\1/p' "$1/requirements.txt" 2>/dev/null | head -n 1
 }
 
 vk_comfyui_version() {  # prints ComfyUI's version from comfyui_version.py (no import)
@@ -87,6 +115,10 @@ vk_requirement_files() {  # the install inputs, one per line (ComfyUI's when one
     if [ -n "$VK_COMFYUI" ] && [ -f "$VK_COMFYUI/requirements.txt" ]; then
         printf '%s\n' "$VK_COMFYUI/requirements.txt"
     fi
+    local other
+    while IFS= read -r other; do
+        [ -f "$other/requirements.txt" ] && printf '%s\n' "$other/requirements.txt"
+    done < <(vk_comfyui_others)
 }
 
 vk_install_hash() {  # contents (not paths) of the inputs + this file + the interpreter and platform
@@ -163,16 +195,55 @@ assert "CPUExecutionProvider" in onnxruntime.get_available_providers()' >/dev/nu
 }
 
 vk_install() {
-    local reqs=() f
+    local reqs=() f others=() other
+    while IFS= read -r other; do others+=("$other/requirements.txt"); done < <(vk_comfyui_others)
     while IFS= read -r f; do
-        [ "$f" = "$VK_CONSTRAINTS" ] || reqs+=(-r "$f")
+        [ "$f" = "$VK_CONSTRAINTS" ] && continue
+        case " ${others[*]-} " in *" $f "*) continue ;; esac  # the other versions: below
+        reqs+=(-r "$f")
     done < <(vk_requirement_files)
     [ -n "$VK_COMFYUI" ] || vk_say "no ComfyUI found: its requirements are not installed (the real-ComfyUI tests will skip)"
     vk_say "installing the test environment into $VK_VENV (first run: several GB, a few minutes)"
     # One resolver run for everything, with the torch trio pinned by the constraints file so that no
     # requirement can pull another torch (a mismatched torchaudio breaks transformers; NOTES.md).
     vk_pip_install -c "$VK_CONSTRAINTS" torch torchvision torchaudio "${reqs[@]}" || return 1
+    # The other ComfyUI versions: what they need beyond the first (0.33: comfy-kitchen, comfy-aimdo,
+    # simpleeval, ...), without their own frontend / templates / docs pins (vk_ensure_frontends).
+    for f in ${others[@]+"${others[@]}"}; do
+        [ -f "$f" ] || continue
+        local extra="$VK_VENV/.visionkit-extra-requirements.txt"
+        grep -Eiv "$VK_PER_VERSION_PKGS" "$f" >"$extra"
+        vk_say "installing the requirements of a second ComfyUI ($f, its frontend pins aside)"
+        vk_pip_install -c "$VK_CONSTRAINTS" -r "$extra" || return 1
+    done
     vk_fix_clashes || return 1
+}
+
+vk_frontend_versions() {  # every frontend the tests use, one per line: each version's pin, then the newest
+    local c
+    while IFS= read -r c; do
+        [ -n "$c" ] && vk_pinned_frontend "$c"
+    done < <(printf '%s\n' "$VK_COMFYUI_ALL" | tr ':' '\n')
+    printf '%s\n' "$VK_NEWEST_FRONTEND"
+}
+
+vk_ensure_frontends() {  # unpacked frontend wheels for --front-end-root (the installed one is used as is)
+    local v dest tmp installed
+    installed="$("$VK_PY" -c 'import importlib.metadata as m; print(m.version("comfyui-frontend-package"))' 2>/dev/null || true)"
+    while IFS= read -r v; do
+        [ -n "$v" ] && [ "$v" != "$installed" ] || continue
+        dest="$VK_FRONTENDS/$v"
+        [ -f "$dest/comfyui_frontend_package/static/index.html" ] && continue
+        vk_say "fetching comfyui-frontend-package $v for the browser tests into $dest"
+        tmp="$(mktemp -d)"
+        if vk_pip download --no-deps -q -d "$tmp" "comfyui-frontend-package==$v" \
+            && rm -rf "$dest.partial" && "$VK_PY" -m zipfile -e "$tmp"/comfyui_frontend_package-*.whl "$dest.partial"; then
+            rm -rf "$dest" && mv "$dest.partial" "$dest"
+        else
+            vk_say "could not fetch comfyui-frontend-package $v: the browser tests that use it will fail"
+        fi
+        rm -rf "$tmp"
+    done < <(vk_frontend_versions | sort -u)
 }
 
 vk_ensure_venv() {

@@ -33,6 +33,26 @@ VIEWPORT = {"width": 1920, "height": 1080}
 DISPLAY_SETTINGS = {"Comfy.TutorialCompleted": True, "LiteGraph.Canvas.MinFontSizeForLOD": 1,
                     "Comfy.Minimap.Visible": False}
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+PACK_SCRIPTS = "/extensions/ComfyUI-VisionKit/"  # the pack's scripts in the test servers (PACK_FOLDER)
+PACK_TEMPLATES = "/workflow_templates/ComfyUI-VisionKit/"
+# Installed before the app's scripts run: once LiteGraph exists, every deprecation warning is reported (not
+# only the first of its kind) and one whose call stack passes through the pack's scripts is logged again
+# as a VisionKit warning, so the console check below can tell the pack's from the frontend's own.
+DEPRECATION_HOOK = """(pack) => {
+  const hook = (lg) => {
+    if (!lg || !Array.isArray(lg.onDeprecationWarning)) return false;
+    if (lg.__vkHooked) return true;
+    lg.__vkHooked = true;
+    lg.alwaysRepeatWarnings = true;
+    lg.onDeprecationWarning.push((msg) => {
+      const stack = String(new Error().stack || "");
+      if (stack.includes(pack)) console.warn("VisionKit uses a deprecated frontend API: " + msg + "\\n" + stack);
+    });
+    return true;
+  };
+  const iv = setInterval(() => { if (hook(window.LiteGraph)) clearInterval(iv); }, 2);
+  setTimeout(() => clearInterval(iv), 180000);
+}"""
 INSTALL_HINT = ("install Playwright (pip install playwright; never `playwright install`) and Debian's Chromium "
                 "(apt install chromium), or set VISIONKIT_CHROMIUM to a Chromium binary")
 
@@ -97,16 +117,44 @@ class ComfyPage:
         self.server = server
         self.errors: list[str] = []  # uncaught errors in the page
         self.console_errors: list[str] = []
+        self.console: list[dict] = []  # every console message: {"type", "text", "url"}
         self.blocked: list[str] = []  # non-loopback requests the page tried
         self.context = browser.new_context(viewport=viewport or VIEWPORT)
         self.context.route("**/*", self._route)
+        self.context.add_init_script(script=f"({DEPRECATION_HOOK})({json.dumps(PACK_SCRIPTS)})")
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.errors.append(f"{e}\n{e.stack or ''}"))
-        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("console", self._on_console)
+        self.pack_responses: list[tuple[int, str]] = []  # (status, url) of every request for one of the pack's files
+        self.page.on("response", lambda r: (PACK_SCRIPTS in r.url or PACK_TEMPLATES in r.url)
+                     and self.pack_responses.append((r.status, r.url)))
         self.page.goto(server.url)
         self.page.wait_for_function(
             f"() => window.app?.graph && window.LiteGraph?.registered_node_types?.[{json.dumps(ready_node)}]",
             timeout=timeout_ms)
+
+    def _on_console(self, m) -> None:
+        self.console.append({"type": m.type, "text": m.text, "url": (m.location or {}).get("url", "")})
+        if m.type == "error":
+            self.console_errors.append(m.text)
+
+    def frontend_version(self) -> str:
+        return self.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? 'unknown'")
+
+    def visionkit_console(self) -> list[str]:
+        """Console warnings and errors that come from the pack: logged by its scripts or naming it, its
+        deprecated-API uses (DEPRECATION_HOOK), a failed load of one of its files (scripts, template
+        thumbnails), and the frontend's notice about an import of an internal module (the pack is the only
+        custom node in the test servers, so such an import is its)."""
+        out = []
+        for m in self.console:
+            if m["type"] not in ("warning", "error"):
+                continue
+            text, url = m["text"], m["url"]
+            if ("VisionKit" in text or PACK_SCRIPTS in text or PACK_SCRIPTS in url or PACK_TEMPLATES in url
+                    or text.startswith("[ComfyUI Notice]")):
+                out.append(f"{m['type']}: {text} ({url})")
+        return out
 
     def _route(self, route):
         url = route.request.url

@@ -10,17 +10,27 @@ only read), an in-memory database, and an extra_model_paths.yaml (scripts/lib/mo
 every VisionKit folder key at the tiny models root. The repository is linked as
 `<base_dir>/custom_nodes/ComfyUI-VisionKit`. Its log goes to `<base_dir>/comfyui.log`.
 
-The pytest fixture `comfy` (session scope) shares ONE server across every module that imports it:
-`from vk_testing.comfy_server import comfy  # noqa: F401`. It skips when no ComfyUI is found
-(COMFYUI_DIR unset and no ../shared/comfyui or .comfyui beside the repo) and fails when COMFYUI_DIR
-names something that is not a ComfyUI checkout.
+Two ComfyUI versions: every ComfyUI found (`find_comfyui_dirs`: $VISIONKIT_COMFYUI_DIRS, colon-separated,
+else $COMFYUI_DIR, else ../shared/comfyui and ../shared/comfyui-0.33, else .comfyui) is tested. The pytest
+fixture `comfy` (session scope) is parametrized over them: every T2 test runs once per version, on ONE
+server per version shared by every module that imports it
+(`from vk_testing.comfy_server import comfy  # noqa: F401`). `comfy_primary` is the first version's server
+(the full browser tier runs there). Both skip when no ComfyUI is found and fail when COMFYUI_DIR names
+something that is not a ComfyUI checkout.
+
+Frontends: each ComfyUI pins its `comfyui-frontend-package`; one venv holds only one of them, so every
+frontend the tests use is an unpacked wheel under $VISIONKIT_FRONTENDS (default .venv/visionkit-frontends,
+filled by scripts/lib/env.sh from the package index) and a server whose pinned frontend is not the
+installed one is started with `--front-end-root` on it (`frontend_root`).
 """
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,18 +66,85 @@ class HTTPStatusError(RuntimeError):
         super().__init__(f"{method} {path} -> HTTP {status}: {shown[:2000]}")
 
 
-def find_comfyui_dir() -> Path | None:
-    """$COMFYUI_DIR (must be a checkout), else <repo>/../shared/comfyui, else <repo>/.comfyui, else None."""
+def _checkout(path: str, var: str) -> Path:
+    p = Path(path).expanduser().resolve()
+    if not (p / "main.py").is_file() or not (p / "folder_paths.py").is_file():
+        raise ComfyUINotFound(f"{var}={path} is not a ComfyUI checkout (no main.py / folder_paths.py)")
+    return p
+
+
+def find_comfyui_dirs() -> list[Path]:
+    """Every ComfyUI to test, oldest first: $VISIONKIT_COMFYUI_DIRS (colon-separated), else $COMFYUI_DIR,
+    else the snapshots <repo>/../shared/comfyui and ../shared/comfyui-0.33 that exist, else <repo>/.comfyui."""
+    many = os.environ.get("VISIONKIT_COMFYUI_DIRS")
+    if many:
+        return [_checkout(p, "VISIONKIT_COMFYUI_DIRS") for p in many.split(os.pathsep) if p.strip()]
     env = os.environ.get("COMFYUI_DIR")
     if env:
-        p = Path(env).expanduser().resolve()
-        if not (p / "main.py").is_file() or not (p / "folder_paths.py").is_file():
-            raise ComfyUINotFound(f"COMFYUI_DIR={env} is not a ComfyUI checkout (no main.py / folder_paths.py)")
-        return p
-    for p in (ROOT.parent / "shared" / "comfyui", ROOT / ".comfyui"):
-        if (p / "main.py").is_file():
-            return p.resolve()
-    return None
+        return [_checkout(env, "COMFYUI_DIR")]
+    found = [p.resolve() for p in (ROOT.parent / "shared" / "comfyui", ROOT.parent / "shared" / "comfyui-0.33")
+             if (p / "main.py").is_file()]
+    if not found and (ROOT / ".comfyui" / "main.py").is_file():
+        found = [(ROOT / ".comfyui").resolve()]
+    return found
+
+
+def find_comfyui_dir() -> Path | None:
+    """The first ComfyUI of find_comfyui_dirs() (the primary version), else None."""
+    dirs = find_comfyui_dirs()
+    return dirs[0] if dirs else None
+
+
+def comfyui_version(comfyui_dir) -> str:
+    """__version__ of comfyui_version.py (read, not imported); "unknown" when absent."""
+    try:
+        text = (Path(comfyui_dir) / "comfyui_version.py").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    m = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
+    return m.group(1) if m else "unknown"
+
+
+def pinned_frontend(comfyui_dir) -> str | None:
+    """The comfyui-frontend-package version the ComfyUI's requirements.txt pins (None when it pins none)."""
+    try:
+        text = (Path(comfyui_dir) / "requirements.txt").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    m = re.search(r"^comfyui[-_]frontend[-_]package\s*==\s*([\w.]+)", text, re.M | re.I)
+    return m.group(1) if m else None
+
+
+def installed_frontend() -> str | None:
+    try:
+        return importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+FRONTENDS_DIR = Path(os.environ.get("VISIONKIT_FRONTENDS") or ROOT / ".venv" / "visionkit-frontends")
+# The newest frontend the tests run against (beside each ComfyUI's pinned one); scripts/lib/env.sh fetches it.
+NEWEST_FRONTEND = os.environ.get("VISIONKIT_NEWEST_FRONTEND", "1.58.1")
+
+
+def frontend_root(version: str) -> Path | None:
+    """The static folder of an unpacked comfyui-frontend-package wheel (for --front-end-root), or None."""
+    static = FRONTENDS_DIR / version / "comfyui_frontend_package" / "static"
+    return static if (static / "index.html").is_file() else None
+
+
+def frontend_args(comfyui_dir, frontend: str | None = None) -> list[str]:
+    """--front-end-root for `frontend` (default: the ComfyUI's pinned one) unless it is the installed one.
+    Raises ComfyUINotFound when that frontend is neither installed nor unpacked under FRONTENDS_DIR."""
+    want = frontend or pinned_frontend(comfyui_dir)
+    if want is None or want == installed_frontend():
+        return []
+    root = frontend_root(want)
+    if root is None:
+        raise ComfyUINotFound(f"frontend {want} is not in {FRONTENDS_DIR} (./scripts/test fetches it: "
+                              f"pip download --no-deps comfyui-frontend-package=={want}, then unzip it into "
+                              f"{FRONTENDS_DIR / want})")
+    return ["--front-end-root", str(root)]
 
 
 def free_port() -> int:
@@ -96,6 +173,7 @@ class ComfyServer:
         self.startup_timeout = startup_timeout
         self.pack_folder = pack_folder
         self.client_id = uuid.uuid4().hex
+        self.version = comfyui_version(self.comfyui_dir)
         self.log_path = self.base_dir / "comfyui.log"
         self.yaml_path = self.base_dir / "extra_model_paths.yaml"
         self.proc: subprocess.Popen | None = None
@@ -320,31 +398,32 @@ class ComfyServer:
                                f"{self.log_tail()}")
 
 
-# ---------------------------------------------------------------- the shared session server
-_shared: ComfyServer | None = None
-_users = 0
+# ---------------------------------------------------------------- the shared session servers (one per version)
+_shared: dict[Path, ComfyServer] = {}
+_users: dict[Path, int] = {}
 
 
-def acquire_shared(models_dir, base_dir) -> ComfyServer:
-    """The session's one server (started on first use); pair every call with release_shared()."""
-    global _shared, _users
-    if _shared is None or not _shared.alive():
-        if _shared is not None:
-            _shared.stop()
-        comfyui = find_comfyui_dir()
-        if comfyui is None:
-            raise ComfyUINotFound(NOT_FOUND)
-        _shared = ComfyServer(comfyui, models_dir, base_dir).start()
-    _users += 1
-    return _shared
+def acquire_shared(models_dir, base_dir, comfyui_dir=None) -> ComfyServer:
+    """The session's server for one ComfyUI (default: the primary one), started on first use with that
+    version's pinned frontend; pair every call with release_shared(comfyui_dir)."""
+    comfyui = Path(comfyui_dir) if comfyui_dir is not None else find_comfyui_dir()
+    if comfyui is None:
+        raise ComfyUINotFound(NOT_FOUND)
+    server = _shared.get(comfyui)
+    if server is None or not server.alive():
+        if server is not None:
+            server.stop()
+        server = ComfyServer(comfyui, models_dir, base_dir, extra_args=frontend_args(comfyui)).start()
+        _shared[comfyui] = server
+    _users[comfyui] = _users.get(comfyui, 0) + 1
+    return server
 
 
-def release_shared() -> None:
-    global _shared, _users
-    _users -= 1
-    if _users <= 0 and _shared is not None:
-        _shared.stop()
-        _shared = None
+def release_shared(comfyui_dir=None) -> None:
+    comfyui = Path(comfyui_dir) if comfyui_dir is not None else find_comfyui_dir()
+    _users[comfyui] = _users.get(comfyui, 0) - 1
+    if _users[comfyui] <= 0 and comfyui in _shared:
+        _shared.pop(comfyui).stop()
 
 
 NOT_FOUND = ("no ComfyUI found: set COMFYUI_DIR to a ComfyUI checkout (or have one at ../shared/comfyui "
@@ -355,21 +434,51 @@ try:
 except ImportError:  # the harness itself works without pytest
     pytest = None
 
-if pytest is not None:
-    @pytest.fixture(scope="session")
-    def comfy(request, tmp_path_factory):
-        """The real ComfyUI server, one per test session, with the pack and the tiny models."""
-        try:
-            found = find_comfyui_dir()
-        except ComfyUINotFound as e:
-            pytest.fail(str(e))
-        if found is None:
-            from . import tiers
+def _params():
+    """(comfyui dir or a problem, test id) for the `comfy` fixture's parameters."""
+    try:
+        dirs = find_comfyui_dirs()
+    except ComfyUINotFound as e:
+        return [(e, "comfyui-misconfigured")]
+    if not dirs:
+        return [(None, "no-comfyui")]
+    return [(d, f"comfyui-{comfyui_version(d)}") for d in dirs]
 
-            tiers.missing("T2", NOT_FOUND)  # a failure when T2 is required (VISIONKIT_REQUIRE_TIERS)
-        models_dir = request.getfixturevalue("models_dir")
-        server = acquire_shared(models_dir, tmp_path_factory.mktemp("comfyui_base"))
+
+def _serve(request, tmp_path_factory, found):
+    if isinstance(found, ComfyUINotFound):
+        pytest.fail(str(found))
+    if found is None:
+        from . import tiers
+
+        tiers.missing("T2", NOT_FOUND)  # a failure when T2 is required (VISIONKIT_REQUIRE_TIERS)
+    models_dir = request.getfixturevalue("models_dir")
+    try:
+        server = acquire_shared(models_dir, tmp_path_factory.mktemp("comfyui_base"), found)
+    except ComfyUINotFound as e:
+        pytest.fail(str(e))
+    return server
+
+
+if pytest is not None:
+    _PARAMS = _params()
+
+    @pytest.fixture(scope="session", params=[p for p, _ in _PARAMS], ids=[i for _, i in _PARAMS])
+    def comfy(request, tmp_path_factory):
+        """The real ComfyUI server of one version (each test runs once per version found), with the pack
+        and the tiny models; one server per version for the whole session."""
+        server = _serve(request, tmp_path_factory, request.param)
         try:
             yield server
         finally:
-            release_shared()
+            release_shared(request.param)
+
+    @pytest.fixture(scope="session")
+    def comfy_primary(request, tmp_path_factory):
+        """The first version's server only (the same one `comfy` uses for it): for the full browser tier."""
+        found = _PARAMS[0][0]
+        server = _serve(request, tmp_path_factory, found)
+        try:
+            yield server
+        finally:
+            release_shared(found)

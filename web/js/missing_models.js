@@ -67,8 +67,10 @@ function setNotice(node, text) {
   let widget = node.widgets?.find((w) => w.name === NOTICE);
   if (!text) {
     if (widget) {
+      const before = widget.vkSizeBefore; // the node's size before the notice grew it
       node.removeWidget(widget);
-      node.setSize?.([node.size[0], node.computeSize()[1]]);
+      const min = node.computeSize();
+      node.setSize?.(before ? [Math.max(before[0], min[0]), Math.max(before[1], min[1])] : [node.size[0], min[1]]);
       node.setDirtyCanvas?.(true, true);
     }
     return;
@@ -84,7 +86,9 @@ function setNotice(node, text) {
       getMinHeight: () => Math.min(420, 16 + 17.5 * rows(box.textContent, node.size[0])),
     });
     widget.serialize = false; // and out of the workflow's saved widget values
+    widget.label = "Missing model files";
     widget.vkBox = box;
+    widget.vkSizeBefore = [node.size[0], node.size[1]]; // restored when the notice goes
   }
   widget.vkBox.textContent = text;
   node.setSize?.([Math.max(node.size[0], 420), node.size[1]]); // wide enough to read, then tall enough

@@ -148,8 +148,11 @@ class SamPointEditor {
   }
 
   linkedPoints() {
-    const input = this.node.inputs?.find((i) => i.name === "points");
-    return input && input.link !== null && input.link !== undefined;
+    const slot = this.node.inputs?.findIndex((i) => i.name === "points") ?? -1;
+    if (slot < 0) return false;
+    // node.isInputConnected is the public API (reading input.link is deprecated in newer frontends).
+    if (typeof this.node.isInputConnected === "function") return this.node.isInputConnected(slot);
+    return this.node.getInputLink?.(slot) != null;
   }
 
   async open() {
