@@ -52,7 +52,9 @@ def test_every_model_with_a_known_url_is_declared(name):
         for m in declared:
             assert set(m) == {"name", "url", "directory"} and m["url"].startswith("https://"), m
         declared_somewhere += len(declared)
-    assert declared_somewhere or name == "clip_zero_shot", f"{name}: no model carries a download URL"
+    # These two name only folder models (transformers folders), which the frontend's panel cannot download.
+    assert declared_somewhere or name in ("clip_zero_shot", "most_similar_image"), \
+        f"{name}: no model carries a download URL"
 
 
 def test_catalog_urls_come_from_the_manifest():
