@@ -74,6 +74,11 @@ CATALOG: tuple[CatalogModel, ...] = (
                  "xinntao/Real-ESRGAN", "BSD-3-Clause"),
     CatalogModel("realesr-animevideo-v3", "realesr-animevideov3.pth", "upscale_models", "upscaling",
                  "xinntao/Real-ESRGAN", "BSD-3-Clause"),
+    # issue 20: pose and depth (transformers folders)
+    CatalogModel("vitpose-base", "vitpose-base-simple", "pose", "pose from a photo", "usyd-community/vitpose-base-simple",
+                 "Apache-2.0"),
+    CatalogModel("depth-anything-v2-small", "Depth-Anything-V2-Small-hf", "depth", "depth map",
+                 "depth-anything/Depth-Anything-V2-Small-hf", "Apache-2.0"),
 )
 
 

@@ -42,6 +42,9 @@ FOLDERS: dict[str, FolderSpec] = {
         FolderSpec("insightface", "insightface", "InsightFace ONNX packs (antelopev2, buffalo_l)", (), "*.onnx", "models"),
         FolderSpec("instantid", "instantid", "InstantID ip-adapter.bin", (".bin", ".safetensors")),
         FolderSpec("upscale_models", "upscale_models", "Real-ESRGAN weights", PT),
+        # issue 20 (pose and depth): transformers model folders only (config.json marks one)
+        FolderSpec("pose", "pose", "ViTPose pose estimators (transformers folders)", (), "config.json"),
+        FolderSpec("depth", "depth", "Depth Anything / DPT depth estimators (transformers folders)", (), "config.json"),
     )
 }
 
@@ -60,6 +63,8 @@ WHERE_TO_GET = {
     "insightface": "a pack folder such as antelopev2/ or buffalo_l/ holding its .onnx files",
     "instantid": "InstantID ip-adapter.bin (InstantX/InstantID, non-commercial licence)",
     "upscale_models": "a Real-ESRGAN file such as RealESRGAN_x4plus.pth",
+    "pose": "a transformers ViTPose folder such as vitpose-base-simple/ (usyd-community/vitpose-base-simple)",
+    "depth": "a transformers depth folder such as Depth-Anything-V2-Small-hf/ (depth-anything/Depth-Anything-V2-Small-hf)",
 }
 
 

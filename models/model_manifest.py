@@ -208,6 +208,17 @@ ENTRIES: tuple[ManifestEntry, ...] = (
         _esrgan("v0.2.5.0", "realesr-animevideov3.pth", 2504012,
                 "b8a8376811077954d82ca3fcf476f1ac3da3e8a68a4f4d71363008000a18b75d", "4x-realesr-animevideo-v3"),),
         "BSD-3-Clause", page="https://github.com/xinntao/Real-ESRGAN"),
+    # issue 20: pose and depth (transformers folders; no published sha256 found: unverified)
+    ManifestEntry("vitpose-base", "pose", "vitpose-base-simple", tuple(
+        _hf("usyd-community/vitpose-base-simple", f, f"vitpose-base-simple/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/usyd-community/vitpose-base-simple", note="a transformers ViTPose folder"),
+    ManifestEntry("depth-anything-v2-small", "depth", "Depth-Anything-V2-Small-hf", tuple(
+        _hf("depth-anything/Depth-Anything-V2-Small-hf", f, f"Depth-Anything-V2-Small-hf/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/depth-anything/Depth-Anything-V2-Small-hf",
+        note="a transformers Depth Anything V2 folder (only the Small model is Apache-2.0; Base/Large are "
+             "CC-BY-NC-4.0)"),
 )
 
 MANIFEST: dict[str, ManifestEntry] = {e.name: e for e in ENTRIES}

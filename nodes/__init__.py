@@ -18,6 +18,8 @@ from .sd_lora import VisionKitLoraLoader
 from .sd_prompt import VisionKitPromptEncode
 from .sd_sampler import VisionKitLCMSampler
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
+from .pose import VisionKitPoseEstimate, VisionKitPoseLoader  # issue 20
+from .depth import VisionKitDepthEstimate, VisionKitDepthLoader  # issue 20
 
 _NODES = [
     # (class, display name)
@@ -46,6 +48,11 @@ _NODES = [
     (VisionKitFaceDetect, "Face Detect"),
     (VisionKitFaceSimilarity, "Face Similarity"),
     (VisionKitModelCacheInfo, "Model Cache Info"),
+    # issue 20: pose and depth
+    (VisionKitPoseLoader, "Load Pose Model (ViTPose)"),
+    (VisionKitPoseEstimate, "Pose From Photo (OpenPose)"),
+    (VisionKitDepthLoader, "Load Depth Model"),
+    (VisionKitDepthEstimate, "Depth Map"),
 ]
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in _NODES}

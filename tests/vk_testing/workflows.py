@@ -37,6 +37,9 @@ ALIASES: dict[tuple[str, str], str] = {
     ("instantid", "ip-adapter.bin"): "tiny-instantid.bin",
     ("controlnet", "instantid"): "tiny-sdxl-identitynet",
     ("insightface/models", "antelopev2"): "tiny_antelope",
+    # issue 20: pose and depth
+    ("pose", "vitpose-base-simple"): "tiny-vitpose",
+    ("depth", "Depth-Anything-V2-Small-hf"): "tiny-depth-anything",
 }
 
 # Text-to-image sizes are divided by this in tests (512 px on the tiny SD1.5 UNet takes 7 s on CPU, 64 px 0.2 s)
