@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .tiny_models import _perturb, _seeded, builder
 
 
@@ -43,6 +45,9 @@ def tiny_dpt(seed: int = 22):
                     fusion_hidden_size=16, head_in_index=-1)
     model = DPTForDepthEstimation(cfg).eval()
     _perturb(model, 0.05)
+    with torch.no_grad():  # the head ends in a ReLU: lift its last conv so random weights give a varied map
+        last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias.fill_(0.5)
     return model
 
 
