@@ -74,7 +74,9 @@ CATALOG: tuple[CatalogModel, ...] = (
                  "xinntao/Real-ESRGAN", "BSD-3-Clause"),
     CatalogModel("realesr-animevideo-v3", "realesr-animevideov3.pth", "upscale_models", "upscaling",
                  "xinntao/Real-ESRGAN", "BSD-3-Clause"),
-    # issue 20: pose and depth (transformers folders)
+    # issue 20: pose and depth (transformers folders) and the depth ControlNet of the depth workflow
+    CatalogModel("controlnet-depth-sd15", "control_v11f1p_sd15_depth.safetensors", "controlnet", "depth control",
+                 "lllyasviel/ControlNet-v1-1", "OpenRAIL"),
     CatalogModel("vitpose-base", "vitpose-base-simple", "pose", "pose from a photo", "usyd-community/vitpose-base-simple",
                  "Apache-2.0"),
     CatalogModel("depth-anything-v2-small", "Depth-Anything-V2-Small-hf", "depth", "depth map",

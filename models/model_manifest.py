@@ -209,6 +209,10 @@ ENTRIES: tuple[ManifestEntry, ...] = (
                 "b8a8376811077954d82ca3fcf476f1ac3da3e8a68a4f4d71363008000a18b75d", "4x-realesr-animevideo-v3"),),
         "BSD-3-Clause", page="https://github.com/xinntao/Real-ESRGAN"),
     # issue 20: pose and depth (transformers folders; no published sha256 found: unverified)
+    ManifestEntry("controlnet-depth-sd15", "controlnet", "control_v11f1p_sd15_depth.pth", (
+        _hf("lllyasviel/ControlNet-v1-1", "control_v11f1p_sd15_depth.pth"),),
+        "OpenRAIL", page=f"{HF}/lllyasviel/ControlNet-v1-1",
+        note="the original release file (.pth, plain tensors); the README's .safetensors name is a conversion"),
     ManifestEntry("vitpose-base", "pose", "vitpose-base-simple", tuple(
         _hf("usyd-community/vitpose-base-simple", f, f"vitpose-base-simple/{f}")
         for f in ("config.json", "model.safetensors", "preprocessor_config.json")),

@@ -40,6 +40,7 @@ ALIASES: dict[tuple[str, str], str] = {
     # issue 20: pose and depth
     ("pose", "vitpose-base-simple"): "tiny-vitpose",
     ("depth", "Depth-Anything-V2-Small-hf"): "tiny-depth-anything",
+    ("controlnet", "control_v11f1p_sd15_depth.safetensors"): "for-tiny-sd15-ldm.safetensors",
 }
 
 # Text-to-image sizes are divided by this in tests (512 px on the tiny SD1.5 UNet takes 7 s on CPU, 64 px 0.2 s)
