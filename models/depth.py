@@ -105,15 +105,41 @@ def check_resolution(resolution) -> int:
     return resolution
 
 
+def _strip_size(proc, h: int, w: int, size: dict | None) -> dict:
+    """Processor options for an image so long and thin that keeping its aspect ratio gives a side of 0 px.
+
+    Depth Anything's processor keeps the aspect ratio with sides a multiple of 14: past about 1:74 (at 518 px)
+    the short side rounds to 0 and transformers fails (the pipeline too). Such an image is fitted into the
+    model's size instead, its short side raised to one multiple. Every other image: no change ({}).
+    """
+    if not getattr(proc, "keep_aspect_ratio", False):
+        return {}
+    size = size or dict(getattr(proc, "size", None) or {})
+    th, tw = size.get("height"), size.get("width")
+    if not th or not tw:
+        return {}
+    m = int(getattr(proc, "ensure_multiple_of", 1) or 1)
+    # the processor's own choice: the scale closer to 1 of the two
+    sh, sw = th / h, tw / w
+    scale = sw if abs(1 - sw) < abs(1 - sh) else sh
+    if min(round(h * scale / m), round(w * scale / m)) >= 1:
+        return {}
+    fit = min(th / h, tw / w)
+    return {"keep_aspect_ratio": False,
+            "size": {"height": max(m, round(h * fit / m) * m), "width": max(m, round(w * fit / m) * m)}}
+
+
 def run_image(bundle: DepthBundle, rgb_uint8, resolution: int = 0):
     """The pipeline's steps for one image (HWC uint8 numpy): processor → model → post-process; (H, W) float32."""
     import torch
 
     model = bundle.model
     param = next(model.parameters())
-    kwargs = {"return_tensors": "pt"}
+    # channels_last said explicitly: a tiny (1, 1, 3) image would otherwise be read as channels first
+    kwargs = {"return_tensors": "pt", "input_data_format": "channels_last"}
     if resolution:
         kwargs["size"] = {"height": int(resolution), "width": int(resolution)}
+    kwargs.update(_strip_size(bundle.processor, rgb_uint8.shape[0], rgb_uint8.shape[1], kwargs.get("size")))
     inputs = bundle.processor(images=rgb_uint8, **kwargs)
     with torch.inference_mode():
         out = model(pixel_values=inputs["pixel_values"].to(device=param.device, dtype=param.dtype))

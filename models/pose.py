@@ -139,7 +139,8 @@ def run_image(bundle: PoseBundle, rgb_uint8, coco: list[list[float]]) -> list[di
 
     model = bundle.model
     param = next(model.parameters())
-    inputs = bundle.processor(images=rgb_uint8, boxes=[coco], return_tensors="pt")
+    # channels_last said explicitly: a tiny (1, 1, 3) image would otherwise be read as channels first
+    inputs = bundle.processor(images=rgb_uint8, boxes=[coco], return_tensors="pt", input_data_format="channels_last")
     kwargs = {"pixel_values": inputs["pixel_values"].to(device=param.device, dtype=param.dtype)}
     if bundle.info.get("experts", 1) > 1:  # ViTPose+ (mixture of experts): expert 0 is the COCO one
         kwargs["dataset_index"] = torch.zeros(len(coco), dtype=torch.long, device=param.device)
