@@ -40,6 +40,7 @@ from machine import (  # noqa: E402,F401  (device_name, device_info, available_m
 )
 
 MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench")  # table order
+MODULES += ("pose_depth_bench",)  # issue 20: pose and depth nodes vs transformers
 
 
 # ---------------------------------------------------------------- rows

@@ -15,6 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 NAMES = ["import", "workflows", "sam", "upscale", "lcm"]
+NAMES += ["pose_depth"]  # issue 20
 
 
 @pytest.fixture()
