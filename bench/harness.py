@@ -40,7 +40,7 @@ from machine import (  # noqa: E402,F401  (device_name, device_info, available_m
 )
 
 MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench",
-           "vision_bench")  # table order (vision_bench: issue 20)
+           "vision_bench", "pose_depth_bench")  # table order (vision_bench, pose_depth_bench: issue 20)
 
 
 # ---------------------------------------------------------------- rows

@@ -83,6 +83,13 @@ CATALOG: tuple[CatalogModel, ...] = (
     CatalogModel("dinov2-base", "dinov2-base", "dinov2", "image similarity", "facebook/dinov2-base", "Apache-2.0"),
     CatalogModel("vit-base", "vit-base-patch16-224", "vit", "image labels", "google/vit-base-patch16-224",
                  "Apache-2.0"),
+    # issue 20: pose and depth (transformers folders) and the depth ControlNet of the depth workflow
+    CatalogModel("controlnet-depth-sd15", "control_v11f1p_sd15_depth.safetensors", "controlnet", "depth control",
+                 "lllyasviel/ControlNet-v1-1", "OpenRAIL"),
+    CatalogModel("vitpose-base", "vitpose-base-simple", "pose", "pose from a photo", "usyd-community/vitpose-base-simple",
+                 "Apache-2.0"),
+    CatalogModel("depth-anything-v2-small", "Depth-Anything-V2-Small-hf", "depth", "depth map",
+                 "depth-anything/Depth-Anything-V2-Small-hf", "Apache-2.0"),
 )
 
 

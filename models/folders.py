@@ -46,6 +46,9 @@ FOLDERS: dict[str, FolderSpec] = {
         FolderSpec("blip", "blip", "BLIP captioning model folders (transformers)", (), "config.json"),
         FolderSpec("dinov2", "dinov2", "DINOv2 model folders (transformers) for image similarity", (), "config.json"),
         FolderSpec("vit", "vit", "ViT image-classification model folders (transformers)", (), "config.json"),
+        # issue 20 (pose and depth): transformers model folders only (config.json marks one)
+        FolderSpec("pose", "pose", "ViTPose pose estimators (transformers folders)", (), "config.json"),
+        FolderSpec("depth", "depth", "Depth Anything / DPT depth estimators (transformers folders)", (), "config.json"),
     )
 }
 
@@ -68,6 +71,8 @@ WHERE_TO_GET = {
     "blip": "a BLIP captioning folder such as blip-image-captioning-base/ (Salesforce/blip-image-captioning-base)",
     "dinov2": "a DINOv2 folder such as dinov2-base/ (facebook/dinov2-base)",
     "vit": "a ViT classifier folder such as vit-base-patch16-224/ (google/vit-base-patch16-224)",
+    "pose": "a transformers ViTPose folder such as vitpose-base-simple/ (usyd-community/vitpose-base-simple)",
+    "depth": "a transformers depth folder such as Depth-Anything-V2-Small-hf/ (depth-anything/Depth-Anything-V2-Small-hf)",
 }
 
 

@@ -231,6 +231,21 @@ ENTRIES: tuple[ManifestEntry, ...] = (
         _hf("google/vit-base-patch16-224", f, f"vit-base-patch16-224/{f}")
         for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
         "Apache-2.0", page=f"{HF}/google/vit-base-patch16-224", note="a transformers folder (1000 ImageNet labels)"),
+    # issue 20: pose and depth (transformers folders; no published sha256 found: unverified)
+    ManifestEntry("controlnet-depth-sd15", "controlnet", "control_v11f1p_sd15_depth.pth", (
+        _hf("lllyasviel/ControlNet-v1-1", "control_v11f1p_sd15_depth.pth"),),
+        "OpenRAIL", page=f"{HF}/lllyasviel/ControlNet-v1-1",
+        note="the original release file (.pth, plain tensors); the README's .safetensors name is a conversion"),
+    ManifestEntry("vitpose-base", "pose", "vitpose-base-simple", tuple(
+        _hf("usyd-community/vitpose-base-simple", f, f"vitpose-base-simple/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/usyd-community/vitpose-base-simple", note="a transformers ViTPose folder"),
+    ManifestEntry("depth-anything-v2-small", "depth", "Depth-Anything-V2-Small-hf", tuple(
+        _hf("depth-anything/Depth-Anything-V2-Small-hf", f, f"Depth-Anything-V2-Small-hf/{f}")
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
+        "Apache-2.0", page=f"{HF}/depth-anything/Depth-Anything-V2-Small-hf",
+        note="a transformers Depth Anything V2 folder (only the Small model is Apache-2.0; Base/Large are "
+             "CC-BY-NC-4.0)"),
 )
 
 MANIFEST: dict[str, ManifestEntry] = {e.name: e for e in ENTRIES}

@@ -18,6 +18,8 @@ from .sd_lora import VisionKitLoraLoader
 from .sd_prompt import VisionKitPromptEncode
 from .sd_sampler import VisionKitLCMSampler
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
+from .pose import VisionKitPoseEstimate, VisionKitPoseLoader  # issue 20
+from .depth import VisionKitDepthEstimate, VisionKitDepthLoader  # issue 20
 
 # issue 20: captions, image similarity, segment everything, image labels
 from .caption import VisionKitCaption, VisionKitCaptionLoader  # noqa: E402
@@ -62,6 +64,11 @@ _NODES = [
     (VisionKitSAMSegmentEverything, "SAM Segment Everything"),
     (VisionKitImageLabelsLoader, "Load Image Labels Model (ViT)"),
     (VisionKitImageLabels, "Image Labels (ViT)"),
+    # issue 20: pose and depth
+    (VisionKitPoseLoader, "Load Pose Model (ViTPose)"),
+    (VisionKitPoseEstimate, "Pose From Photo (OpenPose)"),
+    (VisionKitDepthLoader, "Load Depth Model"),
+    (VisionKitDepthEstimate, "Depth Map"),
 ]
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in _NODES}

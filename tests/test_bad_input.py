@@ -514,6 +514,100 @@ def _fail(what):
     raise AssertionError(f"not the documented outcome: {what!r}")
 
 
+# ------------------------------------------------------------------------------------------ issue 20: pose and depth
+def _pose(c: Ctx):
+    return c.node("VisionKitPoseLoader").load("tiny-vitpose", "fp32")[0]
+
+
+def _depth(c: Ctx):
+    return c.node("VisionKitDepthLoader").load("tiny-depth-anything", "fp32")[0]
+
+
+def _copy_folder(c: Ctx, folder: str, source: str, name: str, drop: tuple = ()) -> str:
+    dst = c.extra / folder / name
+    shutil.copytree(c.models_dir / source, dst)
+    for f in drop:
+        (dst / f).unlink()
+    return name
+
+
+def _no_people(b, h, w):
+    def check(ctx, out):
+        import json
+
+        pose_img, preview, text = out
+        assert tuple(pose_img.shape) == (b, h, w, 3) and float(pose_img.abs().max()) == 0.0, "not a black pose"
+        assert tuple(preview.shape) == (b, h, w, 3)
+        assert [f["people"] for f in json.loads(text)] == [[]] * b
+    return check
+
+
+def _pose_shape(b, h, w, people):
+    def check(ctx, out):
+        import json
+
+        assert tuple(out[0].shape) == (b, h, w, 3)
+        assert [len(f["people"]) for f in json.loads(out[2])] == [people] * b
+    return check
+
+
+def _depth_shape(b, h, w):
+    def check(ctx, out):
+        image, raw = out
+        assert tuple(image.shape) == (b, h, w, 3) and tuple(raw.shape) == (b, h, w)
+        assert torch.isfinite(raw).all() and 0.0 <= float(image.min()) <= float(image.max()) <= 1.0
+    return check
+
+
+POSE, DEPTH = "VisionKitPoseEstimate", "VisionKitDepthEstimate"
+CASES += [
+    Case("pose: no person box (empty detection)", lambda c: c.node(POSE).estimate(_pose(c), img(32, 24, b=2), 0.3,
+                                                                                  boxes=[[], []]),
+         check=_no_people(2, 32, 24)),
+    Case("pose: boxes outside the image", lambda c: c.node(POSE).estimate(_pose(c), img(32, 24), 0.3,
+                                                                          boxes=[[[100, 100, 200, 200]]]),
+         check=_no_people(1, 32, 24)),
+    Case("pose: 1x1 image", lambda c: c.node(POSE).estimate(_pose(c), img(1, 1), 0.3), check=_pose_shape(1, 1, 1, 1)),
+    Case("pose: RGBA image", lambda c: c.node(POSE).estimate(_pose(c), img(30, 20, 4), 0.3),
+         check=_pose_shape(1, 30, 20, 1)),
+    Case("pose: boxes for another batch", lambda c: c.node(POSE).estimate(
+        _pose(c), img(16, 16, b=3), 0.3, boxes=[[[0, 0, 8, 8]], [[0, 0, 8, 8]]]),
+         says=(r"boxes has 2 image\(s\) of boxes but the image batch has 3", r"one list of boxes for all images")),
+    Case("pose: boxes that are not boxes", lambda c: c.node(POSE).estimate(_pose(c), img(16, 16), 0.3,
+                                                                           boxes=[[{"x": 1}]]),
+         says=(r"is not a box", r"'box': \[x0, y0, x1, y1\]")),
+    Case("pose: threshold above 1", lambda c: validate(c, POSE, threshold=1.5),
+         says=(r"threshold", r"a number from 0 to 1")),
+    Case("pose model that is not there", lambda c: validate(c, "VisionKitPoseLoader", model_name="vitpose-base-simple"),
+         says=(r"vitpose-base-simple.*not found", r"usyd-community/vitpose-base-simple")),
+    Case("depth folder in the pose loader", lambda c: c.node("VisionKitPoseLoader").load(
+        _copy_folder(c, "pose", "depth/tiny-depth-anything", "depth-as-pose")),
+         says=(r"Depth Anything depth model", r"models/depth")),
+    Case("pose folder without weights", lambda c: c.node("VisionKitPoseLoader").load(
+        _copy_folder(c, "pose", "pose/tiny-vitpose", "half-downloaded", drop=("model.safetensors",))),
+         says=(r"no weights", r"download them")),
+    Case("depth: 1x1 image", lambda c: c.node(DEPTH).estimate(_depth(c), img(1, 1)), check=_depth_shape(1, 1, 1)),
+    Case("depth: 16x4096 strip", lambda c: c.node(DEPTH).estimate(_depth(c), img(16, 4096)),
+         check=_depth_shape(1, 16, 4096)),
+    Case("depth: RGBA batch", lambda c: c.node(DEPTH).estimate(_depth(c), img(20, 30, 4, b=2)),
+         check=_depth_shape(2, 20, 30)),
+    Case("depth: NaN in the image", lambda c: c.node(DEPTH).estimate(_depth(c), img(8, 8) * float("nan")),
+         says=(r"NaN or infinite", r"clean it|check its inputs")),
+    Case("depth: resolution not a multiple", lambda c: validate(c, DEPTH, resolution=5),
+         says=(r"resolution", r"0 \(the model's own")),
+    Case("depth model that is not there", lambda c: validate(c, "VisionKitDepthLoader",
+                                                             model_name="Depth-Anything-V2-Small-hf"),
+         says=(r"Depth-Anything-V2-Small-hf.*not found", r"depth-anything/Depth-Anything-V2-Small-hf")),
+    Case("pose folder in the depth loader", lambda c: c.node("VisionKitDepthLoader").load(
+        _copy_folder(c, "depth", "pose/tiny-vitpose", "pose-as-depth")),
+         says=(r"ViTPose pose model", r"models/pose")),
+    Case("broken config.json in the depth loader", lambda c: c.node("VisionKitDepthLoader").load(
+        c.put("depth", "broken/config.json", data=b"{not json")[:-len("/config.json")]),
+         says=(r"cannot read its config.json", r"download the folder again")),
+]
+# ------------------------------------------------------------------------------------------ end of issue 20
+
+
 def test_the_corpus_is_big_enough_and_ids_are_unique():
     assert len(CASES) >= 40
     assert len({c.id for c in CASES}) == len(CASES)

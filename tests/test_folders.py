@@ -17,6 +17,7 @@ def test_every_design_folder_key_is_known(folders):
     expected = {"checkpoints", "diffusers", "loras", "controlnet", "ipadapter", "clip_vision", "clip_models", "vae",
                 "sams", "grounding-dino", "insightface", "instantid", "upscale_models"}
     expected |= {"blip", "dinov2", "vit"}  # issue 20: captions, image similarity, image labels
+    expected |= {"pose", "depth"}  # issue 20
     assert set(folders.FOLDERS) == expected
     assert all(k in folders.WHERE_TO_GET for k in expected)
 

@@ -427,3 +427,68 @@ def test_every_api_workflow_runs(run):
     for name in sorted(set(W.names()) - covered):
         _api, res = run(name)
         assert res.saved or res.previews or res.ui, name
+
+
+# ---------------------------------------------------------------- issue 20: pose and depth workflows
+ISSUE20_WORKFLOWS = {"pose_from_photo", "depth_restyle"}
+
+
+def test_issue20_workflows_are_shipped():
+    assert ISSUE20_WORKFLOWS <= set(W.names())
+
+
+def test_pose_from_photo_draws_a_pose_per_found_person_and_steers_the_image(run, pack):
+    api, res = run("pose_from_photo")
+    det_id, pose_id = find(api, "VisionKitGroundingDINODetect"), find(api, "VisionKitPoseEstimate")
+    boxes = res.outputs[det_id][0]
+    assert boxes[0], "the tiny Grounding DINO found no person: the pose check needs a box"
+    pose_img, preview, text = res.outputs[pose_id]
+    frames = json.loads(text)
+    src = load_input(api[find(api, "LoadImage")]["inputs"]["image"])
+    assert pose_img.shape == preview.shape == src.shape
+    assert len(frames) == 1 and len(frames[0]["people"]) == len(boxes[0])  # one pose per person box
+    assert [p["box"] for p in frames[0]["people"]] == [b["box"] for b in boxes[0]]
+    assert float(pose_img.max()) > 0, "no point of any person was drawn"
+    # the same node on the same photo and boxes gives the same skeleton (the workflow wires what it says)
+    model = res.outputs[find(api, "VisionKitPoseLoader")][0]
+    direct = pack.NODE_CLASS_MAPPINGS["VisionKitPoseEstimate"]().estimate(
+        model, src, api[pose_id]["inputs"]["threshold"], boxes=boxes)
+    assert torch.equal(direct[0], pose_img) and direct[2] == text
+    (shown,) = res.previews[find(api, "PreviewImage")]
+    assert torch.equal(shown, preview)
+    # the skeleton is the ControlNet hint, and it steers the generated image
+    apply_id, save = find(api, "VisionKitControlNetApply"), find(api, "SaveImage")
+    assert api[apply_id]["inputs"]["image"] == [pose_id, 0]
+    s = api[find(api, "VisionKitLCMSampler")]["inputs"]
+    (img,) = res.saved[save]
+    assert img.shape == (1, s["height"], s["width"], 3)
+    off = json.loads(json.dumps(api))
+    off[apply_id]["inputs"]["strength"] = 0.0
+    (img_off,) = run(off)[1].saved[save]
+    assert float((img - img_off).abs().mean()) > 1e-3, "the pose ControlNet had no effect on the image"
+
+
+def test_depth_restyle_is_steered_by_the_depth_map_and_the_style(run, pack):
+    api, res = run("depth_restyle")
+    depth_id = find(api, "VisionKitDepthEstimate")
+    depth_img, raw = res.outputs[depth_id]
+    src = load_input(api[find(api, "LoadImage", "Picture (layout)")]["inputs"]["image"])
+    assert depth_img.shape == src.shape and raw.shape == src.shape[:3]
+    assert float(depth_img.min()) == 0.0 and float(depth_img.max()) == 1.0  # normalised per image
+    model = res.outputs[find(api, "VisionKitDepthLoader")][0]
+    direct = pack.NODE_CLASS_MAPPINGS["VisionKitDepthEstimate"]().estimate(model, src, 0)
+    assert torch.equal(direct[0], depth_img) and torch.equal(direct[1], raw)
+    (shown,) = res.previews[find(api, "PreviewImage")]
+    assert torch.equal(shown, depth_img)
+    apply_id, ipa_id = find(api, "VisionKitControlNetApply"), find(api, "VisionKitIPAdapterApply")
+    assert api[apply_id]["inputs"]["image"] == [depth_id, 0]
+    assert api[ipa_id]["inputs"]["control"] == [apply_id, 0] and api[ipa_id]["inputs"]["mode"] == "style only"
+    save = find(api, "SaveImage")
+    s = api[find(api, "VisionKitLCMSampler")]["inputs"]
+    (img,) = res.saved[save]
+    assert img.shape == (1, s["height"], s["width"], 3)
+    for node_id, key in ((apply_id, "strength"), (ipa_id, "weight")):  # each of the two steers the image
+        off = json.loads(json.dumps(api))
+        off[node_id]["inputs"][key] = 0.0
+        (img_off,) = run(off)[1].saved[save]
+        assert float((img - img_off).abs().mean()) > 1e-3, f"{api[node_id]['class_type']} had no effect"

@@ -366,11 +366,73 @@ def most_similar_image(g: Graph) -> None:
            _size=[360, 160], _col=3)
 
 
+# ---------------------------------------------------------------- issue 20: pose and depth workflows
+def pose_from_photo(g: Graph) -> None:
+    g.note(note_text("Pose change from a person photo",
+                     "Grounding DINO finds the people ('person' → boxes), ViTPose finds each one's body keypoints "
+                     "and draws them as an OpenPose skeleton (previewed, with the keypoints as JSON); the skeleton "
+                     "steers SD1.5 through the OpenPose ControlNet, LCM-LoRA, 4 steps: a new person in the photo's "
+                     "pose.",
+                     ["grounding-dino-tiny-hf", "vitpose-base", "sd15", "lcm-lora-sd15", "controlnet-openpose-sd15"],
+                     inputs="visionkit_person.png (use a photo of people: the drawing only shows the steps)",
+                     tips="No Grounding DINO: leave the Pose node's boxes input unconnected and the whole image is "
+                          "one person. Raise threshold to drop unsure points. " + LCM_TIP))
+    img = g.node("LoadImage", image="visionkit_person.png", _title="Person photo", _col=0)
+    dino = g.node("VisionKitGroundingDINOLoader", model_name=catalog_file("grounding-dino-tiny-hf"), _col=0)
+    det = g.node("VisionKitGroundingDINODetect", dino_model=dino.out(), image=img.out("IMAGE"), prompt="person",
+                 _title="Find the people", _col=1)
+    vp = g.node("VisionKitPoseLoader", model_name=catalog_file("vitpose-base"), _col=1)
+    pose = g.node("VisionKitPoseEstimate", pose_model=vp.out(), image=img.out("IMAGE"), threshold=0.3,
+                  boxes=det.out("boxes"), _col=2)
+    g.node("PreviewImage", images=pose.out("preview"), _title="Pose over the photo", _col=3)
+    pipe, cond = sd15_lcm(g, "an astronaut on the moon, full body, detailed photo", "blurry, low quality", col=1,
+                          band=1)
+    cn = g.node("VisionKitControlNetLoader", controlnet_name=catalog_file("controlnet-openpose-sd15"), _col=2, _band=1)
+    ctl = g.node("VisionKitControlNetApply", controlnet=cn.out(), image=pose.out("pose_image"), strength=1.0,
+                 start_percent=0.0, end_percent=1.0, _col=3, _band=1)
+    out = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), control=ctl.out(), seed=9,
+                 steps=4, guidance=1.0, scheduler="lcm", width=384, height=512, batch_size=1, denoise=1.0, _col=4,
+                 _band=1)
+    g.node("SaveImage", images=out.out(), filename_prefix="visionkit_pose_change", _col=5, _band=1)
+
+
+def depth_restyle(g: Graph) -> None:
+    g.note(note_text("Depth-guided restyle",
+                     "Depth Anything V2 turns the picture into a depth map (near = bright, previewed); the depth "
+                     "ControlNet keeps its layout while an IP-Adapter ('style only') takes colours and texture from "
+                     "the style reference; SD1.5 + LCM-LoRA, 4 steps.",
+                     ["depth-anything-v2-small", "sd15", "lcm-lora-sd15", "controlnet-depth-sd15", "ipadapter-sd15",
+                      "clip-vision-h"],
+                     inputs="visionkit_house.png (the layout), visionkit_style.png (the style reference)",
+                     tips="Lower the ControlNet strength for freer shapes, raise the IP-Adapter weight for more "
+                          "style. " + LCM_TIP))
+    img = g.node("LoadImage", image="visionkit_house.png", _title="Picture (layout)", _col=0)
+    dm = g.node("VisionKitDepthLoader", model_name=catalog_file("depth-anything-v2-small"), _col=0)
+    depth = g.node("VisionKitDepthEstimate", depth_model=dm.out(), image=img.out("IMAGE"), resolution=0, _col=1)
+    g.node("PreviewImage", images=depth.out("depth_image"), _title="Depth", _col=2)
+    cn = g.node("VisionKitControlNetLoader", controlnet_name=catalog_file("controlnet-depth-sd15"), _col=1, _band=1)
+    ctl = g.node("VisionKitControlNetApply", controlnet=cn.out(), image=depth.out("depth_image"), strength=1.0,
+                 start_percent=0.0, end_percent=1.0, _col=2, _band=1)
+    ref = g.node("LoadImage", image="visionkit_style.png", _title="Style reference", _col=0, _band=2)
+    ipa = g.node("VisionKitIPAdapterLoader", ipadapter_name=catalog_file("ipadapter-sd15"),
+                 clip_vision_name=catalog_file("clip-vision-h"), _col=1, _band=2)
+    style = g.node("VisionKitIPAdapterApply", ipadapter=ipa.out(), image=ref.out("IMAGE"), control=ctl.out(),
+                   weight=0.8, start_percent=0.0, end_percent=1.0, mode="style only", combine="average", _col=3,
+                   _band=1)
+    pipe, cond = sd15_lcm(g, "a cosy cottage, oil painting", "blurry, low quality", col=2, band=2)
+    out = g.node("VisionKitLCMSampler", pipeline=pipe.out(), conditioning=cond.out(), control=style.out(), seed=13,
+                 steps=4, guidance=1.0, scheduler="lcm", width=768, height=512, batch_size=1, denoise=1.0, _col=4,
+                 _band=1)
+    g.node("SaveImage", images=out.out(), filename_prefix="visionkit_depth_restyle", _col=5, _band=1)
+
+
+ISSUE20_POSE_DEPTH_WORKFLOWS = (pose_from_photo, depth_restyle)
 ISSUE20_WORKFLOWS = (caption_img2img, segment_everything, most_similar_image)
 
 WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_canny, ipadapter_style_transfer,
                                       instantid_portrait, groundedsam_mask, text_guided_edit, clothes_swap, upscale,
-                                      clip_zero_shot) + ISSUE20_WORKFLOWS}
+                                      clip_zero_shot) + ISSUE20_WORKFLOWS
+                                     + ISSUE20_POSE_DEPTH_WORKFLOWS}
 
 
 def download_url(folder: str, file: str) -> str | None:

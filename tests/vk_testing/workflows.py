@@ -41,6 +41,10 @@ ALIASES: dict[tuple[str, str], str] = {
     ("blip", "blip-image-captioning-base"): "tiny-blip",
     ("dinov2", "dinov2-base"): "tiny-dinov2",
     ("vit", "vit-base-patch16-224"): "tiny-vit",
+    # issue 20: pose and depth
+    ("pose", "vitpose-base-simple"): "tiny-vitpose",
+    ("depth", "Depth-Anything-V2-Small-hf"): "tiny-depth-anything",
+    ("controlnet", "control_v11f1p_sd15_depth.safetensors"): "for-tiny-sd15-ldm.safetensors",
 }
 
 # Text-to-image sizes are divided by this in tests (512 px on the tiny SD1.5 UNet takes 7 s on CPU, 64 px 0.2 s)
