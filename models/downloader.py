@@ -40,6 +40,8 @@ from .model_manifest import MANIFEST, ManifestEntry, RemoteFile
 
 STAGING = ".visionkit-downloads"
 CHUNK = 1 << 20
+MAX_ZIP_RATIO = 50  # unpacked / packed: model files barely compress, a zip bomb does (by thousands)
+URL_SCHEMES = ("https", "http")
 USER_AGENT = "VisionKit-models/1 (+https://github.com/; opt-in model downloader)"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LICENCE = 0, 1, 2, 3
 
@@ -54,6 +56,23 @@ class ChecksumError(DownloadError):
 
 class _Incomplete(OSError):
     pass
+
+
+# errors of the local disk, not of the transfer: retrying cannot help, so they are reported as what they are
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+def _write_error(ex: OSError) -> str:
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EFBIG: "the file is larger than this system or process allows (a file-size limit, e.g. ulimit "
+                         "-f, or a FAT32 disk's 4 GB limit)",
+            errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.EROFS: "the disk is read-only"}.get(ex.errno, ex.strerror or str(ex))
+    fix = {errno.ENOSPC: "free some space or choose another --models-dir",
+           errno.EDQUOT: "free some space or choose another --models-dir",
+           errno.EFBIG: "raise the limit or choose another --models-dir"}.get(
+        ex.errno, "choose a --models-dir you can write to")
+    return f"{what}; {fix}"
 
 
 # ---------------------------------------------------------------- where models go
@@ -91,6 +110,53 @@ def _catalog_file(name: str) -> str | None:
     return None
 
 
+def check_rel_path(value, what: str) -> str:
+    """A manifest path or target must stay inside its model folder: no '..', no absolute path, no drive
+    letter, no NUL, no empty part. Returns it in '/' form; anything else is a ValueError naming it."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty; give a path relative to the model folder")
+    v = value.replace("\\", "/")
+    if "\x00" in v:
+        raise ValueError(f"{what} {value!r} contains a NUL character; refused")
+    if v.startswith("/") or (len(v) > 1 and v[1] == ":") or v.startswith("~"):
+        raise ValueError(f"{what} {value!r} is an absolute path; a manifest may only name paths inside the "
+                         "model folder, refused")
+    if any(part in ("..", "", ".") for part in v.split("/")):
+        raise ValueError(f"{what} {value!r} would leave the model folder ('..', '.' or an empty path part); "
+                         "refused")
+    return v
+
+
+def check_url(url, what: str) -> str:
+    scheme = str(url).split(":", 1)[0].lower() if ":" in str(url) else ""
+    if scheme not in URL_SCHEMES:
+        raise ValueError(f"{what}: URL {str(url)[:200]!r} is not http(s); the downloader fetches only http:// and "
+                         "https:// URLs (file://, ftp:// and others are refused: copy a local file into the model "
+                         "folder yourself)")
+    return url
+
+
+def check_entry(entry: ManifestEntry) -> ManifestEntry:
+    """Every path of `entry` stays inside its model folder and every URL is http(s); else ValueError."""
+    if entry.folder not in FOLDERS:
+        raise ValueError(f"{entry.name}: unknown folder {entry.folder!r}; known: {', '.join(FOLDERS)}")
+    check_rel_path(entry.target, f"{entry.name}: target")
+    for f in entry.files:
+        check_rel_path(f.path, f"{entry.name}: file path")
+        check_url(f.url, f"{entry.name}/{f.path}")
+        if f.size is not None and (not isinstance(f.size, int) or isinstance(f.size, bool) or f.size < 0):
+            raise ValueError(f"{entry.name}/{f.path}: size {f.size!r} is not a byte count")
+    return entry
+
+
+def _inside(base: Path, p: Path, what: str) -> Path:
+    """`p`, after checking that it lies under `base` (the last guard after check_entry)."""
+    b, q = os.path.abspath(base), os.path.abspath(p)
+    if os.path.commonpath([b, q]) != b:
+        raise DownloadError(f"{what}: {p} is outside the model folder {base}; refused")
+    return p
+
+
 def is_present(entry: ManifestEntry, models_dir: Path) -> bool:
     d = folder_dir(models_dir, entry.folder)
     names = {entry.target, _catalog_file(entry.name)} - {None}
@@ -115,8 +181,9 @@ def load_manifest_json(path: str) -> dict[str, ManifestEntry]:
         for x in files:
             if x.sha256 and not x.sha256_source:
                 raise ValueError(f"manifest {path}: {e['name']}/{x.path} has a sha256 but no sha256_source")
-        out[e["name"]] = ManifestEntry(e["name"], e["folder"], e["target"], files, e.get("licence", ""),
-                                       bool(e.get("non_commercial")), e.get("page", ""), e.get("note", ""))
+        out[e["name"]] = check_entry(ManifestEntry(e["name"], e["folder"], e["target"], files, e.get("licence", ""),
+                                                   bool(e.get("non_commercial")), e.get("page", ""),
+                                                   e.get("note", "")))
     return out
 
 
@@ -219,8 +286,14 @@ def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, la
             raise DownloadError(f"{label}: unexpected HTTP {status} for {url}")
         length = resp.headers.get("Content-Length")
         expected = have + int(length) if length and length.isdigit() else size
+        if size is not None and expected is not None and expected > size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{label}: the server announces {human(expected)} but the manifest declares "
+                                f"{human(size)} ({size} bytes); nothing was kept. A changed upload or a wrong "
+                                f"mirror? Check {url}")
         bar = ProgressBar(label, expected, have, out)
         got = have
+        over = False
         read = getattr(resp, "read1", resp.read)  # what has arrived (up to CHUNK), not a full CHUNK
         part.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -237,6 +310,10 @@ def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, la
                         raise _Incomplete(f"connection closed after {human(got)}") from None
                     if not chunk:
                         break
+                    if size is not None and got + len(chunk) > size:
+                        f.truncate(0)
+                        over = True
+                        break
                     f.write(chunk)
                     h.update(chunk)
                     got += len(chunk)
@@ -245,6 +322,11 @@ def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, la
                 os.fsync(f.fileno())
         finally:
             bar.close()
+        if over:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{label}: the server sent more than the {human(size)} ({size} bytes) the manifest "
+                                f"declares; writing stopped there and the file was removed. A changed upload or a "
+                                f"wrong mirror? Check {url}")
         if expected is not None and got < expected:
             raise _Incomplete(f"connection closed after {human(got)} of {human(expected)}")
     return h
@@ -255,6 +337,10 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
           source: str | None = None) -> Path:
     """Download `url` to `dest` through `dest.part` (resumed if present), checked, then renamed."""
     out = out or sys.stderr
+    try:
+        check_url(url, label or Path(dest).name)
+    except ValueError as ex:
+        raise DownloadError(str(ex)) from None
     opener = opener or urllib.request.build_opener()
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -269,9 +355,9 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                 OSError) as ex:
             if isinstance(ex, DownloadError):
                 raise
-            if getattr(ex, "errno", None) in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
-                raise DownloadError(f"{label}: cannot write {part}: {ex.strerror or ex}; free some space or "
-                                    "choose another --models-dir (the partial file is kept for a resume)") from None
+            if getattr(ex, "errno", None) in WRITE_ERRORS:
+                raise DownloadError(f"{label}: cannot write {part}: {_write_error(ex)} (the partial file is kept "
+                                    "for a resume)") from None
             kept = part.stat().st_size if part.exists() else 0
             if attempt >= retries:
                 raise DownloadError(
@@ -304,6 +390,16 @@ def _safe_extract(zip_path: Path, into: Path, target: str) -> Path:
             p = Path(n)
             if p.is_absolute() or ".." in p.parts or n.startswith(("/", "\\")) or (len(n) > 1 and n[1] == ":"):
                 raise DownloadError(f"{zip_path.name}: archive member {n!r} would leave the model folder; refused")
+        infos = [i for i in z.infolist() if i.filename in names and not i.is_dir()]
+        declared = sum(i.file_size for i in infos)
+        packed = max(zip_path.stat().st_size, 1)
+        if declared > MAX_ZIP_RATIO * packed + CHUNK:
+            raise DownloadError(f"{zip_path.name}: the archive declares {human(declared)} unpacked from "
+                                f"{human(packed)} (over {MAX_ZIP_RATIO}×): not a model pack (a zip bomb?); refused")
+        free = shutil.disk_usage(into).free
+        if declared > free:
+            raise DownloadError(f"{zip_path.name}: unpacking needs {human(declared)} but {into} has {human(free)} "
+                                "free; free some space or choose another --models-dir")
         tops = {n.split("/", 1)[0] for n in names}
         strip = len(tops) == 1 and all("/" in n or n.endswith("/") for n in names)
         for info in z.infolist():
@@ -314,16 +410,26 @@ def _safe_extract(zip_path: Path, into: Path, target: str) -> Path:
                 continue
             dest = into / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
             with z.open(info) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
+                while block := src.read(CHUNK):
+                    written += len(block)
+                    if written > info.file_size:  # never more than the member declares
+                        raise DownloadError(f"{zip_path.name}: member {info.filename!r} unpacks to more than its "
+                                            f"declared {human(info.file_size)}; the archive is damaged or forged")
+                    dst.write(block)
     return into
 
 
 def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: TextIO | None = None,
                    retries: int = 2, timeout: float = 60.0) -> Path:
     out = out or sys.stderr
+    try:
+        check_entry(entry)
+    except ValueError as ex:
+        raise DownloadError(str(ex)) from None
     d = folder_dir(models_dir, entry.folder)
-    final = d / entry.target
+    final = _inside(d, d / entry.target, entry.name)
     out.write(f"{entry.name}: {entry.verification}, {human(entry.size) if entry.size else 'size unknown'} → "
               f"{final}\n")
     if entry.verification != "verified":
@@ -333,7 +439,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
     kw = dict(opener=opener, out=out, retries=retries, timeout=timeout)
     if not is_folder_model(entry):
         for f in entry.files:
-            dest = d / f.path
+            dest = _inside(d, d / f.path, entry.name)
             if dest.exists():
                 out.write(f"  {f.path}: already there\n")
                 continue
@@ -355,6 +461,14 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
             shutil.rmtree(unpack, ignore_errors=True)
             try:
                 _safe_extract(zpath, unpack, entry.target)
+            except OSError as ex:
+                shutil.rmtree(unpack, ignore_errors=True)
+                if getattr(ex, "errno", None) in WRITE_ERRORS:
+                    raise DownloadError(f"{entry.name}: cannot unpack into {unpack}: {_write_error(ex)}") from None
+                raise
+            except DownloadError:
+                shutil.rmtree(unpack, ignore_errors=True)
+                raise
             except zipfile.BadZipFile as ex:
                 zpath.unlink(missing_ok=True)
                 raise DownloadError(f"{entry.name}: the archive is damaged ({ex}); it was removed, run again") from None
@@ -363,7 +477,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
             zpath.unlink(missing_ok=True)
         else:
             rel = f.path.split("/", 1)[1] if f.path.startswith(entry.target + "/") else f.path
-            dest = built / rel
+            dest = _inside(built, built / rel, entry.name)
             if not dest.exists():
                 fetch(f.url, dest, f.sha256, f.size, label=f.path, source=f.sha256_source, **kw)
     os.replace(built, final)
