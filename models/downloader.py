@@ -19,7 +19,6 @@ How a file arrives (the guarantees the tests check):
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import http.client
 import json
@@ -27,7 +26,6 @@ import os
 import re
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -35,44 +33,26 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from .catalog import CATALOG
+from .download_progress import ProgressBar, human
+from .download_safety import (  # noqa: F401  (DownloadError, ChecksumError, check_*: the downloader's API too)
+    WRITE_ERRORS,
+    ChecksumError,
+    DownloadError,
+    _Incomplete,
+    _write_error,
+    check_entry,
+    check_rel_path,
+    check_url,
+    inside,
+    safe_extract,
+)
 from .folders import FOLDERS, PT
 from .model_manifest import MANIFEST, ManifestEntry, RemoteFile
 
 STAGING = ".visionkit-downloads"
 CHUNK = 1 << 20
-MAX_ZIP_RATIO = 50  # unpacked / packed: model files barely compress, a zip bomb does (by thousands)
-URL_SCHEMES = ("https", "http")
 USER_AGENT = "VisionKit-models/1 (+https://github.com/; opt-in model downloader)"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LICENCE = 0, 1, 2, 3
-
-
-class DownloadError(RuntimeError):
-    """A transfer that could not complete (the .part is kept for a later resume)."""
-
-
-class ChecksumError(DownloadError):
-    """The file's sha256 is not the published one (the .part was removed)."""
-
-
-class _Incomplete(OSError):
-    pass
-
-
-# errors of the local disk, not of the transfer: retrying cannot help, so they are reported as what they are
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM)
-
-
-def _write_error(ex: OSError) -> str:
-    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EFBIG: "the file is larger than this system or process allows (a file-size limit, e.g. ulimit "
-                         "-f, or a FAT32 disk's 4 GB limit)",
-            errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-            errno.EROFS: "the disk is read-only"}.get(ex.errno, ex.strerror or str(ex))
-    fix = {errno.ENOSPC: "free some space or choose another --models-dir",
-           errno.EDQUOT: "free some space or choose another --models-dir",
-           errno.EFBIG: "raise the limit or choose another --models-dir"}.get(
-        ex.errno, "choose a --models-dir you can write to")
-    return f"{what}; {fix}"
 
 
 # ---------------------------------------------------------------- where models go
@@ -110,53 +90,6 @@ def _catalog_file(name: str) -> str | None:
     return None
 
 
-def check_rel_path(value, what: str) -> str:
-    """A manifest path or target must stay inside its model folder: no '..', no absolute path, no drive
-    letter, no NUL, no empty part. Returns it in '/' form; anything else is a ValueError naming it."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} is empty; give a path relative to the model folder")
-    v = value.replace("\\", "/")
-    if "\x00" in v:
-        raise ValueError(f"{what} {value!r} contains a NUL character; refused")
-    if v.startswith("/") or (len(v) > 1 and v[1] == ":") or v.startswith("~"):
-        raise ValueError(f"{what} {value!r} is an absolute path; a manifest may only name paths inside the "
-                         "model folder, refused")
-    if any(part in ("..", "", ".") for part in v.split("/")):
-        raise ValueError(f"{what} {value!r} would leave the model folder ('..', '.' or an empty path part); "
-                         "refused")
-    return v
-
-
-def check_url(url, what: str) -> str:
-    scheme = str(url).split(":", 1)[0].lower() if ":" in str(url) else ""
-    if scheme not in URL_SCHEMES:
-        raise ValueError(f"{what}: URL {str(url)[:200]!r} is not http(s); the downloader fetches only http:// and "
-                         "https:// URLs (file://, ftp:// and others are refused: copy a local file into the model "
-                         "folder yourself)")
-    return url
-
-
-def check_entry(entry: ManifestEntry) -> ManifestEntry:
-    """Every path of `entry` stays inside its model folder and every URL is http(s); else ValueError."""
-    if entry.folder not in FOLDERS:
-        raise ValueError(f"{entry.name}: unknown folder {entry.folder!r}; known: {', '.join(FOLDERS)}")
-    check_rel_path(entry.target, f"{entry.name}: target")
-    for f in entry.files:
-        check_rel_path(f.path, f"{entry.name}: file path")
-        check_url(f.url, f"{entry.name}/{f.path}")
-        if f.size is not None and (not isinstance(f.size, int) or isinstance(f.size, bool) or f.size < 0):
-            raise ValueError(f"{entry.name}/{f.path}: size {f.size!r} is not a byte count")
-    return entry
-
-
-def _inside(base: Path, p: Path, what: str) -> Path:
-    """`p`, after checking that it lies under `base` (the last guard after check_entry)."""
-    b, q = os.path.abspath(base), os.path.abspath(p)
-    if os.path.commonpath([b, q]) != b:
-        raise DownloadError(f"{what}: {p} is outside the model folder {base}; refused")
-    return p
-
-
 def is_present(entry: ManifestEntry, models_dir: Path) -> bool:
     d = folder_dir(models_dir, entry.folder)
     names = {entry.target, _catalog_file(entry.name)} - {None}
@@ -185,57 +118,6 @@ def load_manifest_json(path: str) -> dict[str, ManifestEntry]:
                                                    bool(e.get("non_commercial")), e.get("page", ""),
                                                    e.get("note", "")))
     return out
-
-
-# ---------------------------------------------------------------- progress
-def human(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-class ProgressBar:
-    """Plain-text progress on a stream: a redrawn line on a terminal, a line per 10 % elsewhere."""
-
-    def __init__(self, label: str, total: int | None, start: int = 0, out: TextIO | None = None):
-        self.label, self.total, self.done, self.start = label, total, start, start
-        self.out = out or sys.stderr
-        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self.t0 = time.monotonic()
-        self._last_draw = 0.0
-        self._last_decile = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last_draw >= 0.2:
-                self._last_draw = now
-                self.out.write("\r" + self.line(now))
-                self.out.flush()
-        elif self.total:
-            decile = int(10 * self.done / self.total)
-            if decile != self._last_decile and decile < 10:
-                self._last_decile = decile
-                self.out.write(self.line(now) + "\n")
-                self.out.flush()
-
-    def line(self, now: float) -> str:
-        rate = (self.done - self.start) / max(now - self.t0, 1e-6)
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-            return f"  {self.label} [{bar}] {frac * 100:5.1f}%  {human(self.done)} / {human(self.total)}  " \
-                   f"{human(rate)}/s"
-        return f"  {self.label} {human(self.done)}  {human(rate)}/s"
-
-    def close(self) -> None:
-        self.out.write(("\r" if self.tty else "") + self.line(time.monotonic()) + "\n")
-        self.out.flush()
 
 
 # ---------------------------------------------------------------- one file
@@ -381,46 +263,6 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
 
 
 # ---------------------------------------------------------------- a manifest entry
-def _safe_extract(zip_path: Path, into: Path, target: str) -> Path:
-    """Unpack into `into`; one top-level folder in the archive is taken as the model folder itself."""
-    into.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(zip_path) as z:
-        names = [n for n in z.namelist() if n and not n.startswith("__MACOSX/")]
-        for n in names:
-            p = Path(n)
-            if p.is_absolute() or ".." in p.parts or n.startswith(("/", "\\")) or (len(n) > 1 and n[1] == ":"):
-                raise DownloadError(f"{zip_path.name}: archive member {n!r} would leave the model folder; refused")
-        infos = [i for i in z.infolist() if i.filename in names and not i.is_dir()]
-        declared = sum(i.file_size for i in infos)
-        packed = max(zip_path.stat().st_size, 1)
-        if declared > MAX_ZIP_RATIO * packed + CHUNK:
-            raise DownloadError(f"{zip_path.name}: the archive declares {human(declared)} unpacked from "
-                                f"{human(packed)} (over {MAX_ZIP_RATIO}×): not a model pack (a zip bomb?); refused")
-        free = shutil.disk_usage(into).free
-        if declared > free:
-            raise DownloadError(f"{zip_path.name}: unpacking needs {human(declared)} but {into} has {human(free)} "
-                                "free; free some space or choose another --models-dir")
-        tops = {n.split("/", 1)[0] for n in names}
-        strip = len(tops) == 1 and all("/" in n or n.endswith("/") for n in names)
-        for info in z.infolist():
-            if info.filename not in names or info.is_dir():
-                continue
-            rel = info.filename.split("/", 1)[1] if strip else info.filename
-            if not rel:
-                continue
-            dest = into / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            written = 0
-            with z.open(info) as src, open(dest, "wb") as dst:
-                while block := src.read(CHUNK):
-                    written += len(block)
-                    if written > info.file_size:  # never more than the member declares
-                        raise DownloadError(f"{zip_path.name}: member {info.filename!r} unpacks to more than its "
-                                            f"declared {human(info.file_size)}; the archive is damaged or forged")
-                    dst.write(block)
-    return into
-
-
 def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: TextIO | None = None,
                    retries: int = 2, timeout: float = 60.0) -> Path:
     out = out or sys.stderr
@@ -429,7 +271,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
     except ValueError as ex:
         raise DownloadError(str(ex)) from None
     d = folder_dir(models_dir, entry.folder)
-    final = _inside(d, d / entry.target, entry.name)
+    final = inside(d, d / entry.target, entry.name)
     out.write(f"{entry.name}: {entry.verification}, {human(entry.size) if entry.size else 'size unknown'} → "
               f"{final}\n")
     if entry.verification != "verified":
@@ -439,7 +281,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
     kw = dict(opener=opener, out=out, retries=retries, timeout=timeout)
     if not is_folder_model(entry):
         for f in entry.files:
-            dest = _inside(d, d / f.path, entry.name)
+            dest = inside(d, d / f.path, entry.name)
             if dest.exists():
                 out.write(f"  {f.path}: already there\n")
                 continue
@@ -460,7 +302,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
             unpack = stage / (entry.target + ".unpacking")
             shutil.rmtree(unpack, ignore_errors=True)
             try:
-                _safe_extract(zpath, unpack, entry.target)
+                safe_extract(zpath, unpack, entry.target)
             except OSError as ex:
                 shutil.rmtree(unpack, ignore_errors=True)
                 if getattr(ex, "errno", None) in WRITE_ERRORS:
@@ -477,7 +319,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
             zpath.unlink(missing_ok=True)
         else:
             rel = f.path.split("/", 1)[1] if f.path.startswith(entry.target + "/") else f.path
-            dest = _inside(built, built / rel, entry.name)
+            dest = inside(built, built / rel, entry.name)
             if not dest.exists():
                 fetch(f.url, dest, f.sha256, f.size, label=f.path, source=f.sha256_source, **kw)
     os.replace(built, final)
