@@ -14,7 +14,11 @@ Cancel did nothing for minutes. Two guards, both per run and local to the sample
   (e.g. on a machine with a large swap).
 - `interruptible(*modules)`: while the run holds it, every attention and ResNet block of the UNet / VAE checks
   ComfyUI's interrupt flag before it runs (a forward pre-hook, removed when the run ends, fails or is
-  cancelled), so Cancel is honoured within one block, not only between steps.
+  cancelled), so Cancel is honoured within one block, not only between steps. Inside one attention call, the
+  UNet's plain (diffusers AttnProcessor2_0) attention layers are swapped, for the run only, for one that
+  splits the queries into chunks of ATTN_CHUNK_TOKENS rows when the sequence is longer, checking Cancel
+  between chunks. Query rows are independent in attention, so the result is the same (a layer with a group
+  norm, a spatial norm or a mask, and any other processor, e.g. IP-Adapter's, is left as it is).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from .sd_types import GenerationError
 UNET_LEVEL0_MAPS = 8  # level-0 feature maps alive at once in the UNet (skips, the up block's concat, resnet temps)
 FF_FACTOR = 8  # a transformer's GEGLU feed-forward: 2 × 4 × the channels, per token
 VAE_MAPS = 3  # full-resolution maps alive at once in the VAE decoder (input, norm, conv output)
+ATTN_CHUNK_TOKENS = 4096  # query rows per attention chunk (only longer sequences are split: 1024² SD1.5 and up)
 CANCEL_BLOCKS = ("Attention", "ResnetBlock2D", "Transformer2DModel", "UNetMidBlock2D", "UNetMidBlock2DCrossAttn")
 
 
@@ -108,21 +113,54 @@ def check_memory(comps, device, dtype, height: int, width: int, batch: int, cfg:
     return est
 
 
+def _chunked_processor():
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    class ChunkedAttnProcessor(AttnProcessor2_0):
+        """AttnProcessor2_0 over query chunks, with a Cancel check between them (same arguments as its parent,
+        which diffusers' Attention.forward reads from the signature)."""
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                     *args, **kwargs):
+            n = ATTN_CHUNK_TOKENS
+            if (hidden_states.ndim != 3 or hidden_states.shape[1] <= n or attention_mask is not None
+                    or attn.group_norm is not None or attn.spatial_norm is not None
+                    or (encoder_hidden_states is None and attn.norm_cross)):
+                return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args,
+                                        **kwargs)
+            context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+            out = []
+            for start in range(0, hidden_states.shape[1], n):
+                host.throw_if_cancelled()
+                out.append(super().__call__(attn, hidden_states[:, start:start + n], context, None, temb))
+            return torch.cat(out, dim=1)
+
+    return AttnProcessor2_0, ChunkedAttnProcessor()
+
+
 @contextmanager
 def interruptible(*modules):
-    """Check ComfyUI's Cancel before every attention / ResNet block of `modules` while the context is open."""
+    """Check ComfyUI's Cancel before every attention / ResNet block of `modules` (and between the query chunks
+    of long plain attention) while the context is open; everything is restored when it closes."""
     def check(_module, _args):
         host.throw_if_cancelled()
 
-    handles = []
+    handles, swapped = [], []
     try:
+        plain, chunked = _chunked_processor()
         for m in modules:
             if m is None:
                 continue
             for sub in m.modules():
                 if type(sub).__name__ in CANCEL_BLOCKS:
                     handles.append(sub.register_forward_pre_hook(check))
+                if type(getattr(sub, "processor", None)) is plain and sub.group_norm is None:
+                    swapped.append((sub, sub.processor))
+                    sub.processor = chunked
         yield
     finally:
         for h in handles:
             h.remove()
+        for sub, proc in swapped:
+            sub.processor = proc

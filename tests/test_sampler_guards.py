@@ -152,3 +152,50 @@ def _frames():
     while f:
         yield f
         f = f.f_back
+
+
+def test_long_attention_is_chunked_with_cancel_checks_and_the_same_image(tiny, monkeypatch):
+    """With the chunk length lowered to 8 query rows (the tiny UNet's 64-token attention becomes 8 chunks), the
+    image is the one the unchunked run gives, a Cancel raised inside the first attention call stops it before
+    its second chunk, and the plain processors are back afterwards."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from visionkit_pack.models.sd_pipeline import use_pipeline
+
+    node, h, cond = tiny
+    plain = node.sample(h, cond, 5, 2, 1.0, "lcm", 64, 64, 1, 1.0)[0]
+    monkeypatch.setattr(M, "ATTN_CHUNK_TOKENS", 8)
+    calls = {"n": 0}
+    real = AttnProcessor2_0.__call__
+
+    def counting(self, *a, **k):
+        calls["n"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(AttnProcessor2_0, "__call__", counting)
+    chunked = node.sample(h, cond, 5, 2, 1.0, "lcm", 64, 64, 1, 1.0)[0]
+    assert calls["n"] > 0
+    assert torch.allclose(chunked, plain, atol=1e-5), (chunked - plain).abs().max()
+
+    with use_pipeline(h) as comps:
+        unet = comps.unet
+    first_attn = next(m for m in unet.modules() if type(m).__name__ == "Attention")
+    state = {"chunks": 0, "inside": False}
+
+    def throw():
+        if state["inside"]:
+            state["chunks"] += 1
+            if state["chunks"] > 2:  # the pre-hook's check, then the first chunk's: cancel at the second chunk
+                raise Cancelled()
+
+    monkeypatch.setattr(host, "throw_if_cancelled", throw)
+    hooks = [first_attn.register_forward_pre_hook(lambda *a: state.update(inside=True)),
+             first_attn.register_forward_hook(lambda *a: state.update(finished=True))]
+    try:
+        with pytest.raises(Cancelled):
+            node.sample(h, cond, 5, 2, 1.0, "lcm", 64, 64, 1, 1.0)
+    finally:
+        for k in hooks:
+            k.remove()
+    assert state["chunks"] == 3 and not state.get("finished"), "the cancel was not seen inside the attention call"
+    assert all(type(m.processor) is AttnProcessor2_0 for m in unet.modules() if type(m).__name__ == "Attention")
