@@ -19,7 +19,6 @@ How a file arrives (the guarantees the tests check):
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import http.client
 import json
@@ -27,7 +26,6 @@ import os
 import re
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -35,6 +33,19 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from .catalog import CATALOG
+from .download_progress import ProgressBar, human
+from .download_safety import (  # noqa: F401  (DownloadError, ChecksumError, check_*: the downloader's API too)
+    WRITE_ERRORS,
+    ChecksumError,
+    DownloadError,
+    _Incomplete,
+    _write_error,
+    check_entry,
+    check_rel_path,
+    check_url,
+    inside,
+    safe_extract,
+)
 from .folders import FOLDERS, PT
 from .model_manifest import MANIFEST, ManifestEntry, RemoteFile
 
@@ -42,18 +53,6 @@ STAGING = ".visionkit-downloads"
 CHUNK = 1 << 20
 USER_AGENT = "VisionKit-models/1 (+https://github.com/; opt-in model downloader)"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LICENCE = 0, 1, 2, 3
-
-
-class DownloadError(RuntimeError):
-    """A transfer that could not complete (the .part is kept for a later resume)."""
-
-
-class ChecksumError(DownloadError):
-    """The file's sha256 is not the published one (the .part was removed)."""
-
-
-class _Incomplete(OSError):
-    pass
 
 
 # ---------------------------------------------------------------- where models go
@@ -115,60 +114,10 @@ def load_manifest_json(path: str) -> dict[str, ManifestEntry]:
         for x in files:
             if x.sha256 and not x.sha256_source:
                 raise ValueError(f"manifest {path}: {e['name']}/{x.path} has a sha256 but no sha256_source")
-        out[e["name"]] = ManifestEntry(e["name"], e["folder"], e["target"], files, e.get("licence", ""),
-                                       bool(e.get("non_commercial")), e.get("page", ""), e.get("note", ""))
+        out[e["name"]] = check_entry(ManifestEntry(e["name"], e["folder"], e["target"], files, e.get("licence", ""),
+                                                   bool(e.get("non_commercial")), e.get("page", ""),
+                                                   e.get("note", "")))
     return out
-
-
-# ---------------------------------------------------------------- progress
-def human(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-class ProgressBar:
-    """Plain-text progress on a stream: a redrawn line on a terminal, a line per 10 % elsewhere."""
-
-    def __init__(self, label: str, total: int | None, start: int = 0, out: TextIO | None = None):
-        self.label, self.total, self.done, self.start = label, total, start, start
-        self.out = out or sys.stderr
-        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self.t0 = time.monotonic()
-        self._last_draw = 0.0
-        self._last_decile = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last_draw >= 0.2:
-                self._last_draw = now
-                self.out.write("\r" + self.line(now))
-                self.out.flush()
-        elif self.total:
-            decile = int(10 * self.done / self.total)
-            if decile != self._last_decile and decile < 10:
-                self._last_decile = decile
-                self.out.write(self.line(now) + "\n")
-                self.out.flush()
-
-    def line(self, now: float) -> str:
-        rate = (self.done - self.start) / max(now - self.t0, 1e-6)
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-            return f"  {self.label} [{bar}] {frac * 100:5.1f}%  {human(self.done)} / {human(self.total)}  " \
-                   f"{human(rate)}/s"
-        return f"  {self.label} {human(self.done)}  {human(rate)}/s"
-
-    def close(self) -> None:
-        self.out.write(("\r" if self.tty else "") + self.line(time.monotonic()) + "\n")
-        self.out.flush()
 
 
 # ---------------------------------------------------------------- one file
@@ -219,8 +168,14 @@ def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, la
             raise DownloadError(f"{label}: unexpected HTTP {status} for {url}")
         length = resp.headers.get("Content-Length")
         expected = have + int(length) if length and length.isdigit() else size
+        if size is not None and expected is not None and expected > size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{label}: the server announces {human(expected)} but the manifest declares "
+                                f"{human(size)} ({size} bytes); nothing was kept. A changed upload or a wrong "
+                                f"mirror? Check {url}")
         bar = ProgressBar(label, expected, have, out)
         got = have
+        over = False
         read = getattr(resp, "read1", resp.read)  # what has arrived (up to CHUNK), not a full CHUNK
         part.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -237,6 +192,10 @@ def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, la
                         raise _Incomplete(f"connection closed after {human(got)}") from None
                     if not chunk:
                         break
+                    if size is not None and got + len(chunk) > size:
+                        f.truncate(0)
+                        over = True
+                        break
                     f.write(chunk)
                     h.update(chunk)
                     got += len(chunk)
@@ -245,6 +204,11 @@ def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, la
                 os.fsync(f.fileno())
         finally:
             bar.close()
+        if over:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{label}: the server sent more than the {human(size)} ({size} bytes) the manifest "
+                                f"declares; writing stopped there and the file was removed. A changed upload or a "
+                                f"wrong mirror? Check {url}")
         if expected is not None and got < expected:
             raise _Incomplete(f"connection closed after {human(got)} of {human(expected)}")
     return h
@@ -255,6 +219,10 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
           source: str | None = None) -> Path:
     """Download `url` to `dest` through `dest.part` (resumed if present), checked, then renamed."""
     out = out or sys.stderr
+    try:
+        check_url(url, label or Path(dest).name)
+    except ValueError as ex:
+        raise DownloadError(str(ex)) from None
     opener = opener or urllib.request.build_opener()
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -269,9 +237,9 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
                 OSError) as ex:
             if isinstance(ex, DownloadError):
                 raise
-            if getattr(ex, "errno", None) in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
-                raise DownloadError(f"{label}: cannot write {part}: {ex.strerror or ex}; free some space or "
-                                    "choose another --models-dir (the partial file is kept for a resume)") from None
+            if getattr(ex, "errno", None) in WRITE_ERRORS:
+                raise DownloadError(f"{label}: cannot write {part}: {_write_error(ex)} (the partial file is kept "
+                                    "for a resume)") from None
             kept = part.stat().st_size if part.exists() else 0
             if attempt >= retries:
                 raise DownloadError(
@@ -295,35 +263,15 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
 
 
 # ---------------------------------------------------------------- a manifest entry
-def _safe_extract(zip_path: Path, into: Path, target: str) -> Path:
-    """Unpack into `into`; one top-level folder in the archive is taken as the model folder itself."""
-    into.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(zip_path) as z:
-        names = [n for n in z.namelist() if n and not n.startswith("__MACOSX/")]
-        for n in names:
-            p = Path(n)
-            if p.is_absolute() or ".." in p.parts or n.startswith(("/", "\\")) or (len(n) > 1 and n[1] == ":"):
-                raise DownloadError(f"{zip_path.name}: archive member {n!r} would leave the model folder; refused")
-        tops = {n.split("/", 1)[0] for n in names}
-        strip = len(tops) == 1 and all("/" in n or n.endswith("/") for n in names)
-        for info in z.infolist():
-            if info.filename not in names or info.is_dir():
-                continue
-            rel = info.filename.split("/", 1)[1] if strip else info.filename
-            if not rel:
-                continue
-            dest = into / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(info) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
-    return into
-
-
 def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: TextIO | None = None,
                    retries: int = 2, timeout: float = 60.0) -> Path:
     out = out or sys.stderr
+    try:
+        check_entry(entry)
+    except ValueError as ex:
+        raise DownloadError(str(ex)) from None
     d = folder_dir(models_dir, entry.folder)
-    final = d / entry.target
+    final = inside(d, d / entry.target, entry.name)
     out.write(f"{entry.name}: {entry.verification}, {human(entry.size) if entry.size else 'size unknown'} → "
               f"{final}\n")
     if entry.verification != "verified":
@@ -333,7 +281,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
     kw = dict(opener=opener, out=out, retries=retries, timeout=timeout)
     if not is_folder_model(entry):
         for f in entry.files:
-            dest = d / f.path
+            dest = inside(d, d / f.path, entry.name)
             if dest.exists():
                 out.write(f"  {f.path}: already there\n")
                 continue
@@ -354,7 +302,15 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
             unpack = stage / (entry.target + ".unpacking")
             shutil.rmtree(unpack, ignore_errors=True)
             try:
-                _safe_extract(zpath, unpack, entry.target)
+                safe_extract(zpath, unpack, entry.target)
+            except OSError as ex:
+                shutil.rmtree(unpack, ignore_errors=True)
+                if getattr(ex, "errno", None) in WRITE_ERRORS:
+                    raise DownloadError(f"{entry.name}: cannot unpack into {unpack}: {_write_error(ex)}") from None
+                raise
+            except DownloadError:
+                shutil.rmtree(unpack, ignore_errors=True)
+                raise
             except zipfile.BadZipFile as ex:
                 zpath.unlink(missing_ok=True)
                 raise DownloadError(f"{entry.name}: the archive is damaged ({ex}); it was removed, run again") from None
@@ -363,7 +319,7 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
             zpath.unlink(missing_ok=True)
         else:
             rel = f.path.split("/", 1)[1] if f.path.startswith(entry.target + "/") else f.path
-            dest = built / rel
+            dest = inside(built, built / rel, entry.name)
             if not dest.exists():
                 fetch(f.url, dest, f.sha256, f.size, label=f.path, source=f.sha256_source, **kw)
     os.replace(built, final)

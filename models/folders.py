@@ -7,11 +7,14 @@ folders that users symlink into a model folder keep working.
 """
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 from dataclasses import dataclass
 
 from . import host
+
+log = logging.getLogger("visionkit")
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,37 @@ def _is_model_dir(path: str, marker: str) -> bool:
     return os.path.isfile(os.path.join(path, marker))
 
 
+MAX_DEPTH = 32  # folder levels below a model folder that are listed
+MAX_ENTRIES = 100_000  # files and folders looked at per model folder
+_warned_walk: set = set()
+
+
 def _walk(base: str, s: FolderSpec) -> list[str]:
+    """Model names under `base`. Symlinked folders are followed (users link model collections in), but each
+    real folder is visited once, so a link loop (`loras/a -> .`) cannot make the walk endless or exponential;
+    depth and the number of entries are bounded too (a warning names the folder when a bound is hit)."""
     found: list[str] = []
     if not os.path.isdir(base):
         return found
+    seen = {os.path.realpath(base)}
+    looked = 0
     for root, dirs, files in os.walk(base, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        looked += len(dirs) + len(files)
+        depth = 0 if root == base else os.path.relpath(root, base).count(os.sep) + 1
+        keep = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(root, d))
+            if real in seen:
+                continue  # a link back to a folder already listed (a loop, or the same folder twice)
+            seen.add(real)
+            keep.append(d)
+        if depth >= MAX_DEPTH or looked > MAX_ENTRIES:
+            if keep and base not in _warned_walk:
+                _warned_walk.add(base)
+                log.warning("VisionKit: %s is deeper than %d levels or holds over %d entries; the listing stops "
+                            "there", base, MAX_DEPTH, MAX_ENTRIES)
+            keep = []
+        dirs[:] = keep
         rel_root = os.path.relpath(root, base)
         rel = "" if rel_root == "." else rel_root.replace(os.sep, "/") + "/"
         if rel and _is_model_dir(root, s.directories):

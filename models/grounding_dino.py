@@ -52,7 +52,7 @@ from .cache import Loaded, ModelSpec, get_cache
 from .grounding_dino_original import (BERT_HEAD_DIM, ORIGINAL_POINTS, GroundingDinoError, OriginalArch,  # noqa: F401
                                       convert_original_state_dict, inspect_original, is_original_layout,
                                       original_config)
-from .weights import WeightsError, load_state_dict
+from .weights import WeightsError, globals_in_error, load_state_dict, pickle_refusal
 
 DEFAULT_BOX_THRESHOLD = 0.35
 DEFAULT_TEXT_THRESHOLD = 0.25
@@ -174,6 +174,13 @@ def _load_folder(path: str):
     except OSError as ex:
         raise GroundingDinoError(f"cannot load the Grounding DINO weights in {path}: {str(ex).splitlines()[0][:300]}"
                                  ) from None
+    except Exception as ex:  # noqa: BLE001  (transformers' torch.load(weights_only=True) refusing a pickle)
+        found = globals_in_error(str(ex))
+        if found or type(ex).__name__ == "UnpicklingError":
+            bins = [f for f in sorted(os.listdir(path)) if f.endswith((".bin", ".pth", ".pt", ".ckpt"))]
+            raise GroundingDinoError(pickle_refusal(f"the Grounding DINO folder {os.path.basename(path)} "
+                                                    f"({', '.join(bins) or 'its weights'})", found)) from None
+        raise
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     _check_tokenizer(tok, path, model.config.text_config.vocab_size)
     info = {"format": "transformers folder", "variant": _hf_variant(model.config)}

@@ -22,6 +22,16 @@ KNOWN = {  # embed dim → name, as segment-anything's registry calls them
     768: "vit_b", 1024: "vit_l", 1280: "vit_h",
 }
 
+# Bounds on a prompt (issue 19). The mask decoder's cost grows with the square of the points in one object
+# and its upsampled logits with the number of objects decoded together: 100,000 points asked for 320 GB and
+# 20,000 boxes for 84 GB. The points JSON is refused above these limits at validation; boxes from any source
+# are decoded DECODE_CHUNK objects at a time, with masks kept as booleans, so the working memory does not
+# grow with their number.
+MAX_POINTS = 512  # points in the points JSON
+MAX_BOXES = 512  # boxes in the points JSON
+MAX_OBJECTS = 2048  # objects per image, all sources together (VK_BOXES + JSON + mask prompt)
+DECODE_CHUNK = 16  # objects through the mask decoder at once
+
 
 class SamModelError(ValueError):
     """A file in `sams` that is not a segment-anything checkpoint VisionKit can run."""
@@ -131,6 +141,9 @@ def parse_points_json(text: str | None) -> tuple[list, list]:
         return [], []
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise SamPromptError("the points prompt is nested too deeply to be a prompt; expected "
+                             '{"points": [[x, y, 1], [x, y, 0]], "boxes": [[x0, y0, x1, y1]]}') from None
     except json.JSONDecodeError as ex:
         raise SamPromptError(f"the points prompt is not valid JSON ({ex.msg} at character {ex.pos}); expected "
                              '{"points": [[x, y, 1], [x, y, 0]], "boxes": [[x0, y0, x1, y1]]}') from None
@@ -138,16 +151,27 @@ def parse_points_json(text: str | None) -> tuple[list, list]:
         raise SamPromptError('the points prompt must be a JSON object like {"points": [[x, y, 1]], "boxes": []}')
     unknown = set(data) - {"points", "boxes"}
     if unknown:
-        raise SamPromptError(f"the points prompt has unknown key(s) {sorted(unknown)}; use 'points' and 'boxes'")
+        shown = sorted(str(k)[:40] for k in unknown)[:5]
+        raise SamPromptError(f"the points prompt has unknown key(s) {shown}; use 'points' and 'boxes'")
     points, boxes = data.get("points") or [], data.get("boxes") or []
+    for key, value, example in (("points", points, "[[x, y, 1], [x, y, 0]]"), ("boxes", boxes, "[[x0, y0, x1, y1]]")):
+        if not isinstance(value, list):
+            raise SamPromptError(f"'{key}' must be a list like {example}, not {type(value).__name__} "
+                                 f"{json.dumps(value)[:60]}")
+    if len(points) > MAX_POINTS:
+        raise SamPromptError(f"the points prompt has {len(points)} points; at most {MAX_POINTS} are allowed (SAM's "
+                             "cost grows with the square of the points of one object): use fewer points, or boxes")
+    if len(boxes) > MAX_BOXES:
+        raise SamPromptError(f"the points prompt has {len(boxes)} boxes; at most {MAX_BOXES} are allowed: use fewer "
+                             "boxes, or connect many boxes from a detection node (VK_BOXES)")
     for p in points:
         if not (isinstance(p, (list, tuple)) and len(p) in (2, 3) and all(isinstance(v, (int, float)) for v in p)):
-            raise SamPromptError(f"point {p!r} is not [x, y, label] (label 1 = include, 0 = exclude)")
+            raise SamPromptError(f"point {json.dumps(p)[:60]} is not [x, y, label] (label 1 = include, 0 = exclude)")
         if len(p) == 3 and p[2] not in (0, 1):
             raise SamPromptError(f"point {p!r} has label {p[2]!r}; use 1 (include) or 0 (exclude)")
     for b in boxes:
         if not (isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)):
-            raise SamPromptError(f"box {b!r} is not [x0, y0, x1, y1] in pixels")
+            raise SamPromptError(f"box {json.dumps(b)[:60]} is not [x0, y0, x1, y1] in pixels")
         if b[2] <= b[0] or b[3] <= b[1]:
             raise SamPromptError(f"box {b!r} is empty: x1 must be > x0 and y1 > y0")
     return [[float(p[0]), float(p[1]), int(p[2]) if len(p) == 3 else 1] for p in points], \
@@ -179,13 +203,16 @@ def build_objects(boxes: list, points: list, width: int, height: int) -> list[Ob
                                           for o in objs)]
     if any(p[2] == 1 for p in loose):
         objs.append(ObjectPrompt(None, loose, "points"))
+    if len(objs) > MAX_OBJECTS:
+        raise SamPromptError(f"{len(objs)} prompt objects (boxes) for one image; at most {MAX_OBJECTS} are allowed: "
+                             "raise the detection's thresholds or set its max_detections")
     return objs
 
 
 # ------------------------------------------------------------------ prediction
 @dataclass
 class SamResult:
-    masks: torch.Tensor  # (objects, K, H, W) float 0/1 (K = 3 with "all", else 1)
+    masks: torch.Tensor  # (objects, K, H, W) bool (K = 3 with "all", else 1)
     scores: torch.Tensor  # (objects, K)
     objects: list
 
@@ -202,7 +229,7 @@ def predict_image(sam, image_hwc: torch.Tensor, objects: list[ObjectPrompt], mul
     h, w = int(image_hwc.shape[0]), int(image_hwc.shape[1])
     k = 3 if multimask == "all" else 1
     if not objects:
-        return SamResult(torch.zeros(0, k, h, w), torch.zeros(0, k), [])
+        return SamResult(torch.zeros(0, k, h, w, dtype=torch.bool), torch.zeros(0, k), [])
     predictor = SamPredictor(sam)
     predictor.set_image(_to_uint8_rgb(image_hwc), image_format="RGB")
     dev = predictor.device
@@ -212,28 +239,31 @@ def predict_image(sam, image_hwc: torch.Tensor, objects: list[ObjectPrompt], mul
     for i, o in enumerate(objects):
         groups.setdefault(o.signature(), []).append(i)
     tr = predictor.transform
-    for (has_box, npts), idx in groups.items():
-        boxes = coords = labels = None
-        if has_box:
-            b = torch.tensor([objects[i].box for i in idx], dtype=torch.float32, device=dev)
-            boxes = tr.apply_boxes_torch(b, (h, w))
-        if npts:
-            c = torch.tensor([[p[:2] for p in objects[i].points] for i in idx], dtype=torch.float32, device=dev)
-            coords = tr.apply_coords_torch(c, (h, w))
-            labels = torch.tensor([[p[2] for p in objects[i].points] for i in idx], dtype=torch.int64, device=dev)
-        with torch.inference_mode():
-            logits, iou, _ = predictor.predict_torch(coords, labels, boxes, None, multimask_output=multimask != "single",
-                                                     return_logits=True)
-        logits, iou = logits.float().cpu(), iou.float().cpu()
-        masks = (logits > mask_threshold).float()
-        if multimask == "best score":
-            best = iou.argmax(dim=1)
-            ar = torch.arange(len(idx))
-            masks, iou = masks[ar, best].unsqueeze(1), iou[ar, best].unsqueeze(1)
-        elif multimask == "union":
-            masks, iou = masks.amax(dim=1, keepdim=True), iou.amax(dim=1, keepdim=True)
-        for j, i in enumerate(idx):
-            out_masks[i], out_scores[i] = masks[j], iou[j]
+    for (has_box, npts), group in groups.items():
+        for start in range(0, len(group), DECODE_CHUNK):  # bounded working memory, whatever the number of boxes
+            idx = group[start:start + DECODE_CHUNK]
+            boxes = coords = labels = None
+            if has_box:
+                b = torch.tensor([objects[i].box for i in idx], dtype=torch.float32, device=dev)
+                boxes = tr.apply_boxes_torch(b, (h, w))
+            if npts:
+                c = torch.tensor([[p[:2] for p in objects[i].points] for i in idx], dtype=torch.float32, device=dev)
+                coords = tr.apply_coords_torch(c, (h, w))
+                labels = torch.tensor([[p[2] for p in objects[i].points] for i in idx], dtype=torch.int64,
+                                      device=dev)
+            with torch.inference_mode():
+                logits, iou = predictor.predict_torch(coords, labels, boxes, None,
+                                                      multimask_output=multimask != "single", return_logits=True)[:2]
+            masks, iou = (logits > mask_threshold).cpu(), iou.float().cpu()  # booleans: 1 byte a pixel
+            del logits
+            if multimask == "best score":
+                best = iou.argmax(dim=1)
+                ar = torch.arange(len(idx))
+                masks, iou = masks[ar, best].unsqueeze(1), iou[ar, best].unsqueeze(1)
+            elif multimask == "union":
+                masks, iou = masks.any(dim=1, keepdim=True), iou.amax(dim=1, keepdim=True)
+            for j, i in enumerate(idx):
+                out_masks[i], out_scores[i] = masks[j], iou[j]
     predictor.reset_image()
     return SamResult(torch.stack(out_masks), torch.stack(out_scores), objects)
 

@@ -78,6 +78,7 @@ log = logging.getLogger("visionkit")
 
 MAX_LENGTH = 77  # CLIP's context: BOS + 75 tokens + EOS
 UP = 1.1  # (text)
+MAX_NESTING = 50  # bracket levels; deeper prompts are refused (parsing costs length × depth; 1.1^50 ≈ 117)
 LARGE_PIECE = 8  # ComfyUI's max_word_length: a piece this long may be split across chunks
 MIN_CLIP_LAYER = -24  # ComfyUI's CLIPSetLastLayer range is -24..-1; 0 = the model's default here
 DEFAULT_LAYER = {"sd15": -1, "sdxl": -2}
@@ -139,23 +140,63 @@ def _explicit_weight(s: str) -> float | None:
 
 
 def _weigh(text: str, weight: float, out: list) -> None:
-    for piece in _top_level_pieces(text):
-        if len(piece) >= 2 and piece[0] == "(" and piece[-1] == ")":
-            inner, w = piece[1:-1], weight * UP
-            colon = inner.rfind(":")
-            if colon > 0:
-                explicit = _explicit_weight(inner[colon + 1:])
-                if explicit is not None:
-                    inner, w = inner[:colon], explicit
-            _weigh(inner, w, out)
-        elif len(piece) >= 2 and piece[0] == "[" and piece[-1] == "]":
-            _weigh(piece[1:-1], weight / UP, out)
-        else:
-            out.append((piece, weight))
+    """Append the (piece, weight) runs of `text` to `out`, in order.
+
+    Iterative (an explicit stack of levels still to split), so nesting depth is bounded by memory, not by
+    Python's recursion limit: 5,000 nested parentheses were a RecursionError at execution (issue 19).
+    """
+    stack = [(text, weight, False)]  # (text, weight, is a finished run); popped last-in first-out
+    while stack:
+        t, w, done = stack.pop()
+        if done:
+            out.append((t, w))
+            continue
+        level = []
+        for piece in _top_level_pieces(t):
+            if len(piece) >= 2 and piece[0] == "(" and piece[-1] == ")":
+                inner, pw = piece[1:-1], w * UP
+                colon = inner.rfind(":")
+                if colon > 0:
+                    explicit = _explicit_weight(inner[colon + 1:])
+                    if explicit is not None:
+                        inner, pw = inner[:colon], explicit
+                level.append((inner, pw, False))
+            elif len(piece) >= 2 and piece[0] == "[" and piece[-1] == "]":
+                level.append((piece[1:-1], w / UP, False))
+            else:
+                level.append((piece, w, True))
+        stack.extend(reversed(level))
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest bracket level in `text` (escaped brackets excluded), in one linear pass."""
+    depth = deepest = 0
+    for ch in _escape(text or ""):
+        if ch in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in _CLOSERS:
+            depth -= 1
+    return deepest
+
+
+def check_nesting(text: str, what: str = "the prompt") -> str | None:
+    """A message when `text` nests brackets deeper than MAX_NESTING (None = fine); cheap, for VALIDATE_INPUTS."""
+    if not isinstance(text, str):
+        return None
+    n = nesting_depth(text)
+    if n > MAX_NESTING:
+        return (f"{what} is too deeply nested: {n} levels of ( ) / [ ] brackets, at most {MAX_NESTING} are allowed "
+                f"(each level multiplies the weight by 1.1: write (text:1.5) instead, or escape literal brackets "
+                f"as \\( \\))")
+    return None
 
 
 def parse_weights(text: str) -> list[tuple[str, float]]:
     """A prompt → [(text, weight), ...] in order; escapes resolved, empty pieces dropped."""
+    msg = check_nesting(text)
+    if msg:
+        raise GenerationError(msg)
     out: list = []
     _weigh(_escape(text or ""), 1.0, out)
     return [(t, w) for t, w in ((_unescape(t), w) for t, w in out) if t != ""]

@@ -48,6 +48,7 @@ from . import host
 from .imageops import check_image, match_mask
 from .patching import RunPatches
 from .sd_pipeline import use_pipeline
+from .sd_memory import check_memory, interruptible
 from .sd_prompt import repeat_to_common_length
 from .sd_schedulers import SCHEDULER_NAMES, make_scheduler, schedule, step_kwargs
 from .sd_types import ARCH_NAMES, KIND_NAMES, Conditioning, GenerationError, PipelineHandle, check_chain_arch
@@ -79,7 +80,9 @@ def _number(name, value, lo, hi, whole=True):
         v = float(value)
     except (TypeError, ValueError):
         return f"{name} must be a number, not {value!r}"
-    if math.isnan(v) or (whole and not v.is_integer()):
+    if not math.isfinite(v):
+        return f"{name} must be a finite number, not {value!r}"
+    if whole and not v.is_integer():
         return f"{name} must be a whole number, not {value!r}"
     if whole:
         v = value if isinstance(value, int) else int(v)  # exact for seeds up to 2^64-1
@@ -405,6 +408,7 @@ def _denoise(run: Run, cond, chain, latents, timesteps, inpaint, progress_cb):
         apply_lora_unet(patches, comps, run.handle)
         for hook in hooks:
             hook.enter(run, patches, stack)
+        stack.enter_context(interruptible(unet))  # Cancel is honoured inside a step, not only between steps
         for i, t in enumerate(timesteps):
             host.throw_if_cancelled()
             lmi = torch.cat([latents] * 2) if run.cfg else latents
@@ -467,6 +471,7 @@ def generate(handle: PipelineHandle, cond: Conditioning, settings: SamplerSettin
         hh, ww = pixels.shape[2:] if pixels is not None else out_hw
         batch = b_img * int(s.batch_size)
         cfg = float(s.guidance) > 1.0 and unet.config.time_cond_proj_dim is None
+        check_memory(comps, p.device, p.dtype, hh, ww, batch, cfg, next(comps.vae.parameters()).dtype)
         run = Run(comps=comps, handle=handle, settings=s, device=p.device, dtype=p.dtype, batch=batch, cfg=cfg,
                   generator=torch.Generator("cpu").manual_seed(int(s.seed)))
         run.scheduler = make_scheduler(s.scheduler, comps.scheduler_config, comps.prediction)
@@ -477,6 +482,7 @@ def generate(handle: PipelineHandle, cond: Conditioning, settings: SamplerSettin
         latents, inpaint = _init_latents(run, pixels, mask_px, timesteps, shape)
         latents = _denoise(run, cond, chain, latents, timesteps, inpaint, progress)
         host.throw_if_cancelled()
-        images = decode_latents(run, latents)
+        with interruptible(run.vae):
+            images = decode_latents(run, latents)
     images = images[:, :out_hw[0], :out_hw[1]].contiguous()
     return (images, latents.float().cpu()) if return_latents else images

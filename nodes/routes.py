@@ -69,6 +69,26 @@ def loaders_table(node_classes: dict | None = None) -> dict:
     return out
 
 
+MAX_ECHO = 20  # unknown keys echoed back in a purge answer ...
+MAX_ECHO_CHARS = 200  # ... each cut to this length (a 50 MB key must not come back as a 50 MB answer)
+
+
+def _short_keys(keys: list) -> list[str]:
+    return [k if len(k) <= MAX_ECHO_CHARS else k[:MAX_ECHO_CHARS] + "…" for k in keys[:MAX_ECHO]]
+
+
+def _parse_body(raw: str):
+    """(body, error): JSON with any nesting refused as a 400, never a 500 (RecursionError)."""
+    if not raw.strip():
+        return {}, None
+    try:
+        return json.loads(raw), None
+    except RecursionError:
+        return None, "the body is nested too deeply; send {} or {\"keys\": [...]}"
+    except ValueError:
+        return None, "the body is not JSON; send {} or {\"keys\": [...]}"
+
+
 def _purge_keys(body):
     """The keys to purge from a request body ({} or {"keys": [...]}), or an error message."""
     keys = body.get("keys") if isinstance(body, dict) else None
@@ -92,15 +112,17 @@ def add_routes(routes) -> None:
         body = {}
         if request.can_read_body:
             try:
-                raw = await request.text()
-                body = json.loads(raw) if raw.strip() else {}
-            except ValueError:
-                return web.json_response({"error": "the body is not JSON; send {} or {\"keys\": [...]}"},
-                                         status=400)
+                body, error = _parse_body(await request.text())
+            except ValueError:  # not UTF-8
+                body, error = None, "the body is not JSON text; send {} or {\"keys\": [...]}"
+            if error:
+                return web.json_response({"error": error}, status=400)
         keys, error = _purge_keys(body)
         if error:
             return web.json_response({"error": error}, status=400)
         result = get_cache().purge(keys)
+        unknown = result["unknown"]
+        result = {**result, "unknown": _short_keys(unknown), "unknown_count": len(unknown)}
         return web.json_response({**result, **get_cache().stats()})
 
     @routes.get("/visionkit/models")

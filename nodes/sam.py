@@ -84,7 +84,7 @@ def segment(spec, image, boxes=None, points: str = "", mask_prompt=None, multima
     with get_cache().use(spec) as sam:
         for i in range(b):
             res = predict_image(sam, image[i], per_image[i], multimask, mask_threshold)
-            obj_masks = res.masks.amax(dim=1) if res.masks.numel() else torch.zeros(0, h, w)
+            obj_masks = res.masks.any(dim=1).float() if res.masks.numel() else torch.zeros(0, h, w)
             obj_masks = grow_and_feather(obj_masks, dilation, feather)
             if output == "per object":
                 masks_out.extend(list(obj_masks) if len(obj_masks) else [torch.zeros(h, w)])

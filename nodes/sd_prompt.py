@@ -1,7 +1,7 @@
 """Prompt Encode (CLIP): a pipeline's text encoders turn the positive and negative prompt into VK_CONDITIONING."""
 from __future__ import annotations
 
-from ..models.sd_prompt import MIN_CLIP_LAYER, SizeCond, encode_pair
+from ..models.sd_prompt import MIN_CLIP_LAYER, SizeCond, check_nesting, encode_pair
 from ..models.sd_types import GenerationError, PipelineHandle
 from .common import CATEGORY
 
@@ -74,7 +74,11 @@ class VisionKitPromptEncode:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, stop_at_clip_layer=None):
+    def VALIDATE_INPUTS(cls, stop_at_clip_layer=None, positive=None, negative=None):
+        for what, text in (("the positive prompt", positive), ("the negative prompt", negative)):
+            msg = check_nesting(text, what)  # 5,000 nested brackets were a RecursionError at execution
+            if msg:
+                return msg
         return validate_clip_layer(stop_at_clip_layer)
 
     def encode(self, pipeline, positive: str, negative: str = "", stop_at_clip_layer: int = 0,

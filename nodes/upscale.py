@@ -1,6 +1,8 @@
 """Real-ESRGAN nodes: the model loader and the tiled upscaler (the work is in models/upscale.py)."""
 from __future__ import annotations
 
+import math
+
 from ..models import folders
 from ..models.cache import ModelSpec
 from ..models.imageops import check_image
@@ -98,6 +100,15 @@ class VisionKitUpscale:
     @classmethod
     def VALIDATE_INPUTS(cls, outscale=None, tile_size=None, tile_pad=None, alpha_upscale=None, tile_batch=None):
         # Listing an input here makes ComfyUI skip its own min/max/list checks for it: all are done here.
+        # ComfyUI also calls this with the raw value when its own int()/float() conversion failed ("x").
+        for name, value, whole in (("outscale", outscale, False), ("tile_size", tile_size, True),
+                                   ("tile_pad", tile_pad, True), ("tile_batch", tile_batch, True)):
+            if value is None:
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or (whole and not float(value).is_integer()):
+                kind = "a whole number" if whole else "a finite number"
+                return f"{name} must be {kind}, not {str(value)[:40]!r}"
         if outscale is not None and not (outscale == 0 or 0 < outscale <= MAX_OUTSCALE):
             return f"outscale {outscale} must be 0 (the model's own scale) or between 0 and {MAX_OUTSCALE:g}"
         if tile_size is not None and not (tile_size == 0 or MIN_TILE <= tile_size <= MAX_TILE):

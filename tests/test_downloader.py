@@ -38,6 +38,7 @@ class Server:
         self.cuts: dict[str, list[int]] = {}  # path -> byte counts after which the next responses are cut
         self.holds: dict[str, tuple[int, threading.Event]] = {}  # path -> (bytes, event): stall there
         self.ignore_range = False
+        self.no_length: set[str] = set()  # paths answered without Content-Length (the body ends at close)
         self.requests: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
         srv = self
 
@@ -70,7 +71,10 @@ class Server:
                 self.send_response(status)
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(body)))
+                if path in srv.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 cuts = srv.cuts.get(path)
                 if cuts:

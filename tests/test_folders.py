@@ -148,3 +148,55 @@ def test_registration_with_comfy_folder_paths_adds_and_never_replaces(pack, monk
     assert fp.folder_names_and_paths["ipadapter"][1] == set(folders.FOLDERS["ipadapter"].extensions)
     host.register_comfy_folders(folders.FOLDERS.values())  # idempotent
     assert len(fp.folder_names_and_paths["sams"][0]) == 2
+
+
+def test_a_symlink_loop_is_listed_once(folders, tmp_path, monkeypatch):
+    """`loras/a -> .`: each real folder is visited once (before: a/x, a/a/x, ... until the OS's ELOOP)."""
+    root = tmp_path / "models"
+    (root / "loras").mkdir(parents=True)
+    (root / "loras" / "x.safetensors").write_bytes(b"x")
+    (root / "loras" / "a").symlink_to(root / "loras", target_is_directory=True)
+    monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(root))
+    assert folders.list_models("loras") == ["x.safetensors"]
+
+
+def test_two_symlink_loops_do_not_hang_the_listing(tmp_path):
+    """`loras/a -> .` and `loras/b -> .` made the walk exponential (every validation and /object_info hung).
+    Run in a child process so that a regression fails the test (timeout) instead of hanging the suite."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from vk_testing import ROOT
+
+    root = tmp_path / "models"
+    (root / "loras" / "sub").mkdir(parents=True)
+    (root / "loras" / "sub" / "x.safetensors").write_bytes(b"x")
+    for n in ("a", "b"):
+        (root / "loras" / n).symlink_to(root / "loras", target_is_directory=True)
+    (root / "loras" / "sub" / "up").symlink_to(root, target_is_directory=True)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from vk_testing import import_pack
+        import_pack()
+        from visionkit_pack.models import folders
+        print(folders.list_models("loras"))
+    """)
+    env = {**os.environ, "VISIONKIT_MODELS_DIR": str(root)}
+    r = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.stdout.strip() == "['sub/x.safetensors']", (r.stdout[-500:], r.stderr[-2000:])
+
+
+def test_the_walk_is_bounded_in_depth(folders, tmp_path, monkeypatch, caplog):
+    root = tmp_path / "models"
+    deep = root / "loras"
+    for i in range(folders.MAX_DEPTH + 3):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (deep / "x.safetensors").write_bytes(b"x")
+    (root / "loras" / "d0" / "shallow.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(root))
+    with caplog.at_level("WARNING", logger="visionkit"):
+        assert folders.list_models("loras") == ["d0/shallow.safetensors"]
+    assert "the listing stops there" in caplog.text

@@ -68,15 +68,74 @@ def _pickled(comfy, folder: str, marker: Path) -> str:  # noqa: F811
     return _file(comfy, folder, buf.getvalue())
 
 
+def _legacy_pickled(comfy, folder: str, marker: Path) -> str:  # noqa: F811
+    """A legacy-format (not zip) torch file whose pickle calls open(): the global must be named, nothing run."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"weight": torch.zeros(2), "evil": _Payload(str(marker))}, buf, _use_new_zipfile_serialization=False)
+    return _file(comfy, folder, buf.getvalue())
+
+
+def _with_training_args(comfy) -> str:  # noqa: F811
+    """The tiny Real-ESRGAN weights saved the way some releases are: beside argparse.Namespace training args."""
+    import argparse
+    import io
+
+    from vk_testing import import_pack
+
+    import_pack()
+    from visionkit_pack.models.weights import load_state_dict
+
+    sd = load_state_dict(str(Path(comfy.models_dir) / "upscale_models" / TINY_X4))
+    buf = io.BytesIO()
+    torch.save({"params_ema": sd, "opt": argparse.Namespace(lr=2e-4, name="train_x4")}, buf)
+    return _file(comfy, "upscale_models", buf.getvalue())
+
+
+def _dino_folder_with_pickled_bin(comfy, marker: Path) -> str:  # noqa: F811
+    """A copy of the tiny transformers Grounding DINO folder whose weights are a pickled pytorch_model.bin."""
+    import io
+
+    from vk_testing import import_pack
+
+    import_pack()
+    from visionkit_pack.models.weights import load_state_dict
+
+    src = Path(comfy.models_dir) / "grounding-dino" / "tiny-grounding-dino"
+    name = f"t2bad_{uuid.uuid4().hex[:8]}"
+    d = Path(comfy.base_dir) / "models" / "grounding-dino" / name
+    shutil.copytree(src, d)
+    _CREATED.append(d)
+    sd = load_state_dict(str(d / "model.safetensors"))
+    (d / "model.safetensors").unlink()
+    buf = io.BytesIO()
+    torch.save({**sd, "evil": _Payload(str(marker))}, buf)
+    (d / "pytorch_model.bin").write_bytes(buf.getvalue())
+    return name
+
+
+def _looping_loras(comfy) -> str:  # noqa: F811
+    """Two symlink loops in the server's loras folder (loras/a -> ., loras/b -> .): the listing must not hang."""
+    d = Path(comfy.base_dir) / "models" / "loras"
+    d.mkdir(parents=True, exist_ok=True)
+    for n in ("t2loop_a", "t2loop_b"):
+        if not (d / n).is_symlink():
+            (d / n).symlink_to(d, target_is_directory=True)
+            _CREATED.append(d / n)
+    return "missing-lora.safetensors"
+
+
 def load(node_id: str, image: str) -> dict:
     return {node_id: {"class_type": "LoadImage", "inputs": {"image": image}}}
 
 
-def upscale(image: str, model: str = TINY_X4, tile: int = 512) -> dict:
+def upscale(image: str, model: str = TINY_X4, tile=512, **over) -> dict:
     return {**load("1", image),
             "2": {"class_type": "VisionKitUpscaleModelLoader", "inputs": {"model_name": model, "dtype": "auto"}},
             "3": {"class_type": "VisionKitUpscale", "inputs": {"upscale_model": ["2", 0], "image": ["1", 0],
-                                                               "outscale": 0.0, "tile_size": tile, "tile_pad": 8}},
+                                                               "outscale": 0.0, "tile_size": tile, "tile_pad": 8,
+                                                               **over}},
             "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
 
 
@@ -89,12 +148,12 @@ def sam(image: str, points: str, model: str = "tiny_sam_vit.pth") -> dict:
             "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}}
 
 
-def detect(image: str, prompt: str = "cat .", model: str = "tiny-grounding-dino") -> dict:
+def detect(image: str, prompt: str = "cat .", model: str = "tiny-grounding-dino", **over) -> dict:
     return {**load("1", image),
             "2": {"class_type": "VisionKitGroundingDINOLoader", "inputs": {"model_name": model, "dtype": "auto"}},
             "3": {"class_type": "VisionKitGroundingDINODetect", "inputs": {
                 "dino_model": ["2", 0], "image": ["1", 0], "prompt": prompt, "box_threshold": 0.3,
-                "text_threshold": 0.25, "max_detections": 0, "position": "all", "best_only": False}},
+                "text_threshold": 0.25, "max_detections": 0, "position": "all", "best_only": False, **over}},
             "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}}
 
 
@@ -103,6 +162,7 @@ def generate(**over) -> dict:
          "denoise": 1.0}
     pipe = over.pop("pipe", "tiny-sd15.safetensors")
     lora = over.pop("lora", None)
+    encode = over.pop("encode", {})
     s.update(over)
     p = {"1": {"class_type": "VisionKitPipelineLoader", "inputs": {"model_name": pipe, "dtype": "auto",
                                                                      "vae_name": "(from checkpoint)"}}}
@@ -111,8 +171,9 @@ def generate(**over) -> dict:
         p["5"] = {"class_type": "VisionKitLoraLoader", "inputs": {"pipeline": src, "lora_name": lora,
                                                                    "strength_model": 1.0, "strength_clip": 1.0}}
         src = ["5", 0]
-    p["2"] = {"class_type": "VisionKitPromptEncode", "inputs": {"pipeline": src, "positive": "a cube", "negative": "",
-                                                                 "stop_at_clip_layer": 0}}
+    enc = {"pipeline": src, "positive": "a cube", "negative": "", "stop_at_clip_layer": 0}
+    enc.update(encode)
+    p["2"] = {"class_type": "VisionKitPromptEncode", "inputs": enc}
     p["3"] = {"class_type": "VisionKitLCMSampler", "inputs": {"pipeline": src, "conditioning": ["2", 0], **s}}
     p["4"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
     return p
@@ -193,11 +254,97 @@ CASES = [
                                           '{"points": [[5, 5, 1]]}'), ok=_outputs_shape("4", 24, 24)),
     T2Case("grayscale image", lambda c, t: detect(_png(c, "gray.png", RGB(24, 24)[..., 0], "L")),
            ok=_outputs_shape("4", 24, 24)),
+    # ---- issue 19: SAM prompts of the wrong shape or size
+    T2Case("points is a number", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"points": 5}'),
+           says="'points' must be a list"),
+    T2Case("boxes is an object", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"boxes": {"a": 1}}'),
+           says="'boxes' must be a list"),
+    T2Case("points nested 100k deep", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)),
+                                                       '{"points": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+           says="nested too deeply"),
+    T2Case("600 points", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), json.dumps({"points": [[1, 1, 1]] * 600})),
+           says="at most 512 are allowed"),
+    T2Case("600 boxes", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), json.dumps({"boxes": [[0, 0, 4, 4]] * 600})),
+           says="at most 512 are allowed"),
+    T2Case("100k points", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)),
+                                           json.dumps({"points": [[1, 1, 1]] * 100_000})),
+           says="100000 points"),
+    T2Case("40 boxes decode in chunks", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), json.dumps(
+        {"boxes": [[i % 8, i % 5, i % 8 + 6, i % 5 + 7] for i in range(40)]})), ok=_outputs_shape("4", 16, 16)),
+    T2Case("point label 5", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"points": [[1, 2, 5]]}'),
+           says="has label 5; use 1 (include) or 0 (exclude)"),
+    T2Case("point without y", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"points": [[1]]}'),
+           says="is not [x, y, label]"),
+    T2Case("empty box", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"boxes": [[10, 10, 5, 20]]}'),
+           says="is empty: x1 must be > x0"),
+    T2Case("unknown points key", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"pointz": []}'),
+           says="unknown key(s)"),
+    T2Case("a 1 MB unknown key", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), json.dumps({"k" * 1_000_000: 1})),
+           says="use 'points' and 'boxes'"),
+    T2Case("points JSON is a list", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), "[1, 2]"),
+           says="must be a JSON object"),
+    T2Case("point at NaN", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"points": [[NaN, 1, 1]]}'),
+           says="is outside the 16×16 image"),
+    # ---- sampler settings (issue 19: NaN said "whole number"; giant sizes ran for minutes)
+    T2Case("guidance NaN", lambda c, t: generate(guidance=float("nan")), says="guidance must be a finite number"),
+    T2Case("denoise NaN", lambda c, t: generate(denoise=float("nan")), says="denoise must be a finite number"),
+    T2Case("height not a multiple of 8", lambda c, t: generate(height=100), says="height 100 is not a multiple of 8"),
+    T2Case("width over the maximum", lambda c, t: generate(width=16392), says="width 16392 is outside 16..16384"),
+    T2Case("batch_size 0", lambda c, t: generate(batch_size=0), says="batch_size 0 is outside 1..64"),
+    T2Case("negative seed", lambda c, t: generate(seed=-1), says="seed -1 is outside"),
+    T2Case("unknown scheduler", lambda c, t: generate(scheduler="warp drive"), says="scheduler 'warp drive' is not one of"),
+    T2Case("steps not a number", lambda c, t: generate(steps="x"), says="steps must be a number"),
+    T2Case("16384x16384 cannot fit", lambda c, t: generate(width=16384, height=16384),
+           says="needs at least about"),
+    # ---- prompt weighting (issue 19: 5,000 nested parentheses were a RecursionError)
+    T2Case("5000 nested parentheses", lambda c, t: generate(encode={"positive": "(" * 5000 + "a" + ")" * 5000}),
+           says="the positive prompt is too deeply nested: 5000 levels"),
+    T2Case("deep brackets in the negative", lambda c, t: generate(encode={"negative": "[" * 80 + "x"}),
+           says="the negative prompt is too deeply nested"),
+    T2Case("clip layer out of range", lambda c, t: generate(encode={"stop_at_clip_layer": 5}),
+           says="stop_at_clip_layer 5 is outside -24..0"),
+    # ---- upscale settings (issue 19: tile_size="x" was a comparison error)
+    T2Case("tile_size not a number", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), tile="x"),
+           says="tile_size must be a whole number, not 'x'"),
+    T2Case("tile_size 16", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), tile=16),
+           says="tile_size 16 must be 0 (whole image) or between 32"),
+    T2Case("tile_pad 999", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), tile_pad=999),
+           says="tile_pad 999 must be between 0 and"),
+    T2Case("outscale NaN", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), outscale=float("nan")),
+           says="outscale must be a finite number"),
+    T2Case("outscale 100", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), outscale=100.0),
+           says="outscale 100.0 must be 0 (the model's own scale)"),
+    # ---- model names and files
+    T2Case("model name with NUL", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), "tiny\x00.pth"),
+           says="tries to leave its model folder"),
+    T2Case("Windows absolute model path", lambda c, t: sam(_png(c, "a.png", RGB(8, 8)), "", "C:\\models\\x.pth"),
+           says="is an absolute path"),
+    T2Case("empty model name", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), ""),
+           says="no model name was given"),
+    T2Case("training args beside the weights", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), _with_training_args(c)),
+           ok=_outputs_shape("4", 32, 32)),
+    T2Case("pickled object in a legacy .pth", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)),
+                                                                    _legacy_pickled(c, "upscale_models", t / "pwned")),
+           says="(it needs io.open, which VisionKit does not load)"),
+    T2Case("random bytes in a .pth", lambda c, t: sam(_png(c, "a.png", RGB(8, 8)), "",
+                                                      _file(c, "sams", np.random.default_rng(0).bytes(4096))),
+           says="could not be read as PyTorch weights"),
+    T2Case("garbage .safetensors", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), _file(
+        c, "upscale_models", b"\xff" * 64, ext=".safetensors")), says="is not a valid safetensors file"),
+    T2Case("Grounding DINO folder with a pickled .bin", lambda c, t: detect(
+        _png(c, "a.png", RGB(16, 16)), model=_dino_folder_with_pickled_bin(c, t / "pwned")),
+           says="contains pickled Python objects"),
+    T2Case("two symlink loops in loras", lambda c, t: generate(lora=_looping_loras(c)),
+           says="'missing-lora.safetensors' was not found in the loras folder"),
+    T2Case("box_threshold 2", lambda c, t: detect(_png(c, "a.png", RGB(16, 16)), box_threshold=2.0),
+           says="box_threshold must be a number from 0 to 1"),
+    T2Case("max_detections negative", lambda c, t: detect(_png(c, "a.png", RGB(16, 16)), max_detections=-3),
+           says="max_detections must be a whole number >= 0"),
 ]
 
 
 def test_t2_corpus_covers_both_kinds_of_answer():
-    assert len(CASES) >= 20
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
     assert any(c.says for c in CASES) and any(c.ok for c in CASES)
 
 
@@ -206,8 +353,10 @@ def cleanup():
     yield
     while _CREATED:
         p = _CREATED.pop()
-        if p.exists():
+        if p.is_symlink() or p.is_file():
             p.unlink()
+        elif p.is_dir():
+            shutil.rmtree(p)
 
 
 def good_prompt(comfy) -> dict:  # noqa: F811

@@ -104,7 +104,7 @@ def _client_calls(calls):
         out = []
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             for method, path, body in calls:
-                kw = {} if body is None else {"data": body if isinstance(body, str) else json.dumps(body)}
+                kw = {} if body is None else {"data": body if isinstance(body, (str, bytes)) else json.dumps(body)}
                 r = await client.request(method, path, **kw)
                 out.append((r.status, await r.json()))
         return out
@@ -180,6 +180,22 @@ def test_cache_routes_answer_what_the_panel_reads(pack, models_dir):
     assert s2 == 400 and "keys" in bad["error"]
     assert s3 == 200 and one["purged"] == [entry["key"]] and one["entries"] == []  # the panel renders this answer
     assert s4 == 200 and rest["purged"] == [] and rest["entries"] == []
+
+
+def test_purge_route_answers_400_to_deep_json_and_caps_what_it_echoes(pack):
+    """Issue 19: deeply nested JSON was a 500 (RecursionError); a 50 MB unknown key came back in full."""
+    huge = "k" * 500_000  # (ComfyUI accepts bodies up to 100 MB; the test app 1 MB)
+    (s1, deep), (s2, bytes_), (s3, echo), (s4, many) = _client_calls([
+        ("POST", "/visionkit/cache/purge", "[" * 200_000 + "]" * 200_000),
+        ("POST", "/visionkit/cache/purge", b"\xff\xfe{"),
+        ("POST", "/visionkit/cache/purge", {"keys": [huge]}),
+        ("POST", "/visionkit/cache/purge", {"keys": [f"nope{i}" for i in range(1000)]}),
+    ])
+    assert s1 == 400 and "nested too deeply" in deep["error"], deep
+    assert s2 == 400 and "not JSON" in bytes_["error"], bytes_
+    assert s3 == 200 and echo["unknown_count"] == 1 and len(json.dumps(echo)) < 2000, len(json.dumps(echo))
+    assert echo["unknown"][0].startswith("kkk") and echo["unknown"][0].endswith("…")
+    assert s4 == 200 and many["unknown_count"] == 1000 and len(many["unknown"]) == 20
 
 
 # ---------------------------------------------------------------- the SAM node's preview on the canvas

@@ -90,3 +90,74 @@ def test_basicsr_import_is_fixed_in_a_fresh_process():
     assert "FIXED" in lines and "RRDBNet" in lines and "SRVGGNetCompact" in lines
     if "PLAIN-FAILS" in lines:
         assert "True" in lines  # it failed for the reason the fix addresses
+
+
+# ---------------------------------------------------------------- issue 19: harmless pickles, one refusal wording
+class _System:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_training_arguments_beside_the_weights_are_allowed(tmp_path, legacy):
+    """argparse.Namespace / numpy scalars are on the short allow-list (safe_globals); the weights load."""
+    import argparse
+
+    import numpy as np
+
+    sd = {"a.weight": torch.randn(2, 3)}
+    torch.save({"model": sd, "args": argparse.Namespace(lr=0.1, arch="vit_b"), "best": np.float64(0.5)},
+               tmp_path / "m.pth", _use_new_zipfile_serialization=not legacy)
+    out = weights.load_state_dict(str(tmp_path / "m.pth"))
+    assert set(out) == {"a.weight"} and torch.equal(out["a.weight"], sd["a.weight"])
+    import argparse as _a
+    assert _a.Namespace in weights.safe_globals()  # the allow-list is in effect only during the load
+    with pytest.raises(Exception, match="Namespace"):
+        torch.load(tmp_path / "m.pth", weights_only=True)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_other_globals_are_named_in_the_refusal(tmp_path, legacy):
+    torch.save({"w": torch.zeros(1), "evil": _System()}, tmp_path / "evil.pth",
+               _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(weights.WeightsError) as ei:
+        weights.load_state_dict(str(tmp_path / "evil.pth"))
+    msg = str(ei.value)
+    assert "pickled Python objects" in msg and "system" in msg, msg
+    assert "weights_only" not in msg, msg  # never torch's advice to turn the protection off
+
+
+def test_random_bytes_are_not_called_pickled_objects(tmp_path):
+    (tmp_path / "noise.pth").write_bytes(os.urandom(4096))
+    with pytest.raises(weights.WeightsError) as ei:
+        weights.load_state_dict(str(tmp_path / "noise.pth"))
+    msg = str(ei.value)
+    assert "could not be read as PyTorch weights" in msg and "pickled Python objects" not in msg, msg
+    assert "weights_only" not in msg, msg
+
+
+def test_grounding_dino_folder_with_a_pickled_bin_uses_the_pack_wording(tmp_path, pack):
+    """A transformers folder whose pytorch_model.bin holds a pickled object: refused with the pack's words,
+    not torch's UnpicklingError (which tells the user to set weights_only=False), and nothing runs."""
+    import shutil
+
+    from visionkit_pack.models import grounding_dino as G
+
+    src = pack_models_dir() / "grounding-dino" / "tiny-grounding-dino"
+    d = tmp_path / "gd"
+    shutil.copytree(src, d)
+    sd = weights.load_state_dict(str(d / "model.safetensors"))
+    (d / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({**sd, "evil": Payload(str(marker))}, d / "pytorch_model.bin")
+    with pytest.raises(G.GroundingDinoError) as ei:
+        G._load_folder(str(d))
+    msg = str(ei.value)
+    assert "pickled Python objects" in msg and "weights_only" not in msg, msg
+    assert not marker.exists()
+
+
+def pack_models_dir():
+    from pathlib import Path
+
+    return Path(os.environ["VISIONKIT_MODELS_DIR"].split(os.pathsep)[0])
