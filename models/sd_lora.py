@@ -1,4 +1,4 @@
-"""LoRAs for SD1.5 / SDXL: parse once through the cache, apply per run, never bake into the cached model.
+"""LoRAs for SD1.5 / SDXL: parse once through the cache; patch in place once per stack, restore exactly.
 
 Formats read (from .safetensors, or .pt/.bin with plain tensors):
 - kohya / A1111 (sd-scripts, LCM-LoRA, most community LoRAs): `lora_unet_<module>` / `lora_te_` /
@@ -17,15 +17,16 @@ a dotted diffusers/transformers name, the same flattened with `_` (kohya), or th
 module, all map to the module through a table built once per model object (`module_table`). This is
 exact for any UNet layout (tiny test models included), where a fixed LDM → diffusers table is not.
 
-Application (per run, through models/patching.RunPatches): for each patched weight
-W' = W + Σ strength · scale · (up @ down) (conv LoRAs reshaped to the kernel), computed in float32 on
-the weight's device, then swapped in with `RunPatches.set_params`; the `with RunPatches(...)` block
-puts the original Parameter objects back, bit-identical, even when the run raises. Strength 0 skips
-the LoRA. The patched copy exists only during the run: peak memory is the model plus the patched
-weights (for an LCM-LoRA on SDXL, close to a second UNet).
+Application (models/sd_lora_apply.py, where the choice is measured and explained): the stack a run asks for
+is patched into the cached model IN PLACE, once per change of (model, stack, strengths), as
+W' = W + Σ strength · scale · (up @ down) (conv LoRAs reshaped to the kernel), computed in float32 on the
+weight's device one weight at a time; the originals of only the patched weights are kept (CPU copies for an
+accelerator model, an anonymous spill file for a CPU model) and copied back bit-identically when a run asks
+for another stack (none included). A repeated run with the same stack pays nothing; memory does not grow
+with a second copy of the model. Strength 0 skips the LoRA. Callers hold the model's lock for the run:
 
     with RunPatches(comps.text_encoder, comps.text_encoder_2) as p:   # prompt encoder
-        apply_lora_text(p, comps, handle); encode...
+        apply_lora_text(p, comps, handle); encode...                   # (no LoRA: the originals are put back)
     with RunPatches(comps.unet) as p:                                  # sampler
         apply_lora_unet(p, comps, handle); denoise...
 """
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import sd_lora_apply
 from .cache import Loaded, ModelSpec, get_cache
 from .sd_types import ARCH_NAMES, GenerationError
 from .weights import WeightsError, load_state_dict
@@ -436,61 +438,67 @@ def _check_fits(lf: LoraFile, comps) -> list[str]:
     return notes
 
 
-def _accumulate(lf: LoraFile, component: str, module, strength: float, acc: dict) -> None:
-    found, missing = _resolve(lf, component, module)
-    if missing and not found:
-        raise LoraError(f"{lf.name} does not fit this pipeline's {component} (no layer matches, e.g. "
-                        f"{missing[0][0].key})")
-    for layer, target in found:
-        pname = f"{target}.weight"
-        w = module.get_parameter(pname)
-        d = layer_delta(layer, w, f"{lf.name} {component} {target}") * (strength * layer.scale)
-        if pname in acc:
-            acc[pname] = (w, acc[pname][1] + d)
-        else:
-            acc[pname] = (w, d)
+def _plan(refs, which: str, component: str, module) -> dict:
+    """{parameter name: [(layer, strength · scale, where), ...]} for `refs` on one module, in stack order."""
+    cache = get_cache()
+    plan: dict = {}
+    for ref in refs:
+        strength = float(ref.strength_unet if which == "unet" else ref.strength_text)
+        lf = cache.load(ref.spec).value
+        if not any(l.component == component for l in lf.layers):
+            continue
+        found, missing = _resolve(lf, component, module)
+        if missing and not found:
+            raise LoraError(f"{lf.name} does not fit this pipeline's {component} (no layer matches, e.g. "
+                            f"{missing[0][0].key})")
+        for layer, target in found:
+            plan.setdefault(f"{target}.weight", []).append((layer, strength * layer.scale,
+                                                            f"{lf.name} {component} {target}"))
+    return plan
+
+
+def _term_delta(term, weight: torch.Tensor) -> torch.Tensor:
+    layer, factor, where = term
+    return layer_delta(layer, weight, where) * factor
 
 
 def apply_loras(patches, comps, loras, which: str = "unet") -> int:
-    """Patch the pipeline's UNet ("unet") or text encoders ("text") with `loras` for this run.
+    """Give the pipeline's UNet ("unet") or text encoders ("text") exactly the stack `loras` for this run.
 
-    `patches` is an active models.patching.RunPatches (holding the models' locks); `loras` are
-    sd_types.LoraRef (strength_unet / strength_text). Returns the number of weights patched.
+    `loras` are sd_types.LoraRef (strength_unet / strength_text); an empty stack puts the original weights back.
+    The caller holds the models' locks for the run through `patches` (an active models.patching.RunPatches);
+    the stack stays applied after the run, recorded, until a run asks for another one (sd_lora_apply).
+    Returns the number of weights patched.
     """
     if which not in ("unet", "text"):
         raise ValueError(f"which must be 'unet' or 'text', not {which!r}")
     targets = ("unet",) if which == "unet" else ("text_encoder", "text_encoder_2")
     refs = [r for r in loras or () if (r.strength_unet if which == "unet" else r.strength_text) != 0]
-    if not refs:
-        return 0
-    count = 0
     cache = get_cache()
+    count = 0
     for comp in targets:
         module = getattr(comps, comp, None)
         if module is None:
             continue
-        acc: dict = {}
+        key = []
         for ref in refs:
-            strength = float(ref.strength_unet if which == "unet" else ref.strength_text)
-            lf = cache.load(ref.spec).value  # parsed once; CPU tensors, nothing to move or pin
-            if any(l.component == comp for l in lf.layers):
-                _accumulate(lf, comp, module, strength, acc)
-        if acc:
-            with torch.no_grad():
-                new = {p: (w.detach().float() + d).to(w.dtype) for p, (w, d) in acc.items()}
-            patches.set_params(module, new)
-            count += len(new)
+            entry = cache.load(ref.spec)  # parsed once; CPU tensors, nothing to move or pin
+            if any(l.component == comp for l in entry.value.layers):
+                key.append((entry.key, id(entry.value),
+                            float(ref.strength_unet if which == "unet" else ref.strength_text)))
+        count += sd_lora_apply.ensure(module, tuple(key), lambda c=comp, m=module: _plan(refs, which, c, m),
+                                      _term_delta)
     return count
 
 
 def apply_lora_unet(patches, comps, handle) -> int:
-    """The sampler's call: the pipeline handle's LoRAs on the UNet for this run (see apply_loras)."""
-    return apply_loras(patches, comps, handle.loras, "unet")
+    """The sampler's call: the pipeline handle's LoRAs on the UNet (see apply_loras); no LoRA restores."""
+    return apply_loras(patches, comps, getattr(handle, "loras", ()), "unet")
 
 
 def apply_lora_text(patches, comps, handle) -> int:
-    """The prompt encoder's call: the handle's LoRAs on text encoder 1 (and 2 for SDXL) for this run."""
-    return apply_loras(patches, comps, handle.loras, "text")
+    """The prompt encoder's call: the handle's LoRAs on text encoder 1 (and 2 for SDXL); none restores."""
+    return apply_loras(patches, comps, getattr(handle, "loras", ()), "text")
 
 
 # ------------------------------------------------------------------ loading through the cache
