@@ -501,6 +501,11 @@ def apply_lora_text(patches, comps, handle) -> int:
     return apply_loras(patches, comps, getattr(handle, "loras", ()), "text")
 
 
+def apply_no_lora_text(patches, comps) -> int:
+    """The prompt encoder's call for a pipeline without LoRAs: the text encoders' original weights."""
+    return apply_loras(patches, comps, (), "text")
+
+
 # ------------------------------------------------------------------ loading through the cache
 def _metadata(path: str) -> dict | None:
     if not path.lower().endswith((".safetensors", ".sft")):

@@ -342,17 +342,16 @@ def text_encoder_patches(handle, comps: Components, patches: RunPatches) -> bool
     without LoRAs (or none) gets the original weights back.
     """
     loras = tuple(getattr(handle, "loras", ()) or ())
-    if not loras:  # a stack another prompt left on the shared encoders comes off (sd_lora_apply)
-        from .sd_lora import apply_loras
-
-        apply_loras(patches, comps, (), "text")
-        return False
-    apply = None
+    sd_lora = None
     pkg = __package__ or ""
     if pkg and importlib.util.find_spec(f"{pkg}.sd_lora") is not None:
         from . import sd_lora  # errors inside it are real errors: let them through
-
-        apply = getattr(sd_lora, "apply_lora_text", None)
+    if not loras:  # a stack another prompt left on the shared encoders comes off (sd_lora_apply)
+        off = getattr(sd_lora, "apply_no_lora_text", None)
+        if off is not None and comps is not None and patches is not None:
+            off(patches, comps)
+        return False
+    apply = getattr(sd_lora, "apply_lora_text", None)
     if apply is None:
         if "lora" not in _WARNED:
             _WARNED.add("lora")
