@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-NAMES = ["import", "workflows", "sam", "upscale", "lcm"]
+NAMES = ["import", "workflows", "sam", "upscale", "lcm", "lora"]
 
 
 @pytest.fixture()
