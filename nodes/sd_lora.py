@@ -14,8 +14,8 @@ log = logging.getLogger("visionkit")
 
 
 class VisionKitLoraLoader:
-    DESCRIPTION = ("Adds a LoRA (kohya, diffusers/PEFT, LCM-LoRA; SD1.5 or SDXL) to the pipeline. Chain several "
-                   "loaders for several LoRAs. The LoRA is patched into the cached model once and kept while runs "
+    DESCRIPTION = ("Adds a LoRA (kohya, diffusers/PEFT, LCM-LoRA, LyCORIS LoHa/LoKr; SD1.5 or SDXL) to the "
+                   "pipeline. Chain several loaders for several LoRAs. The LoRA is patched into the cached model once and kept while runs "
                    "ask for the same LoRAs and strengths; a run without it gets the exact original weights back, "
                    "and other workflows using the same pipeline never see it.")
     CATEGORY = f"{CATEGORY}/loaders"
