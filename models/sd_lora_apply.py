@@ -35,8 +35,10 @@ shaped kohya LoRA: 278 modules, rank 64; bench/lora_bench.py):
 - per-run W + ΔW copies (the previous design): the run holds the UNet plus a patched copy of most of it, and
   pays the 278 delta matmuls on every run (issue 15: 2.4× peak RSS, 1.46× warm run time);
 - PEFT-style low-rank layers (W x + s · up(down(x)) in each forward): no copy, but every forward pays the
-  low-rank path: +9.6 % of the UNet's multiply-adds at 256×256 (rank 64 convs are costly on the 320-channel
-  high-resolution layers), on every step of every run, on the accelerator too;
+  low-rank path: +24 GFLOP on the UNet's 180 GFLOP at 256×256 (+13.3 %), +94 on 803 at 512×512 (+11.7 %)
+  (torch.utils.flop_counter on the meta-device UNet plus the 278 rank-64 paths; the rank-64 3×3 convs of the
+  320-channel high-resolution blocks cost most), on every step of every run, on the accelerator too: over
+  the 1.05× goal by construction;
 - in place with backups: forward cost unchanged (the same dense weights), patch cost paid once per change
   (first-run patch 11-14 s here for the whole LCM-LoRA, mostly the 278 float32 matmuls and writing 3.3 GB of
   originals to the spill file), accelerator memory unchanged (backups on the CPU).
