@@ -5,6 +5,7 @@ failed run; the cache purge releasing the backups."""
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import weakref
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from vk_testing import import_pack
 from vk_testing import tiny_sd_extras as X
+from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, for the T2 test)
 
 import_pack()
 from visionkit_pack.models import host  # noqa: E402
@@ -233,3 +235,33 @@ def test_purging_the_cache_releases_the_patched_model_and_its_backups(pack, mode
     gc.collect()
     assert unet() is None and te() is None  # the models are gone, and with them their states
     assert spill.closed
+
+
+# ------------------------------------------------------------------ T2: inside a real ComfyUI
+def _spill_files(pid: int) -> list[str]:
+    """The server's open, already deleted files: the LoRA backup spill file is one (an anonymous temporary file:
+    O_TMPFILE where the OS has it, so it has no name to look for)."""
+    import os
+
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("(deleted)") and "memfd:" not in target:
+            out.append(target)
+    return out
+
+
+@pytest.mark.t2
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's open files from /proc")
+def test_t2_free_closes_the_backups_of_a_patched_pipeline(comfy):  # noqa: F811
+    """A LoRA workflow in ComfyUI (--cpu) leaves the UNet patched, its originals in a spill file; /free closes it."""
+    from test_sd_sampler import lcm_chain
+
+    before = _spill_files(comfy.proc.pid)
+    comfy.run_prompt({**lcm_chain(seed=3, height=64), "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}})
+    assert len(_spill_files(comfy.proc.pid)) > len(before), "the patched UNet keeps its originals in a spill file"
+    comfy.free(until=lambda: not comfy.get_json("/visionkit/cache")["entries"], timeout=60)
+    comfy.wait_until(lambda: _spill_files(comfy.proc.pid) == before, timeout=30, what="the spill file closed")
