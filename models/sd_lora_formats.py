@@ -49,7 +49,7 @@ class LoraLayer:
 @dataclass(eq=False)
 class LoraFile:
     name: str
-    format: str  # "kohya" | "peft" | "diffusers" | "comfyui"
+    format: str  # "kohya" | "peft" | "diffusers" | "comfyui" | "loha" | "lokr" | "loha+lokr"
     layers: tuple
     arch: str | None  # "sd15" | "sdxl" | None (not decidable from the file: decided against the pipeline)
     arch_reason: str = ""
