@@ -13,7 +13,8 @@ applied stack. `ensure(module, key, plan)` makes its weights equal to originals 
   file (`tempfile.TemporaryFile`, deleted by the OS when closed or when the process dies) and read straight
   back into the weight's memory on restore, so a CPU run does not hold a second copy of the patched weights
   in RAM. VISIONKIT_LORA_BACKUP=ram|disk forces one place (auto: as said); VISIONKIT_LORA_BACKUP_DIR sets the
-  spill folder (default: the system temp folder). A failed spill write (disk full) falls back to RAM.
+  spill folder (default: the system temp folder; where that is a RAM disk (tmpfs) the spill costs RAM after
+  all, so point it at a disk). A failed spill write (disk full) falls back to RAM.
 
 Who may touch the weights: every user of a patchable module calls `ensure` with the stack it wants (the
 sampler and the prompt encoder do, an empty stack included: that restores the originals) while holding the
