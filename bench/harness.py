@@ -39,7 +39,7 @@ from machine import (  # noqa: E402,F401  (device_name, device_info, available_m
     available_memory_bytes, cpu_count, device_info, device_name, git_commit, loadavg, pick_device, versions,
 )
 
-MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench",
+MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench", "lora_bench",
            "vision_bench", "pose_depth_bench")  # table order (vision_bench, pose_depth_bench: issue 20)
 
 

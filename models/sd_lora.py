@@ -1,4 +1,4 @@
-"""LoRAs for SD1.5 / SDXL: parse once through the cache, apply per run, never bake into the cached model.
+"""LoRAs for SD1.5 / SDXL: parse once through the cache; patch in place once per stack, restore exactly.
 
 Formats read (from .safetensors, or .pt/.bin with plain tensors):
 - kohya / A1111 (sd-scripts, LCM-LoRA, most community LoRAs): `lora_unet_<module>` / `lora_te_` /
@@ -9,7 +9,8 @@ Formats read (from .safetensors, or .pt/.bin with plain tensors):
   `lora_adapter_metadata` when present, else 1), older `...processor.to_q_lora.down.weight`,
   `.lora.down.weight`, `.lora_linear_layer.down.weight`, and `text_encoder.` / `text_encoder_2.` keys.
 - ComfyUI-saved LoRAs (`diffusion_model.<LDM module>.lora_up.weight`).
-LoHa / LoKr / DoRA / full-weight diffs are refused with a message saying so.
+- LyCORIS LoHa and LoKr (`.hada_w1_a` ... / `.lokr_w1` ...; models/sd_lora_lycoris.py), applied the same way.
+Tucker-decomposed LoHa/LoKr, DoRA, OFT, IA3 and full-weight diffs are refused with a message saying so.
 
 The cached value (`LoraFile`) is the normalised list of layers: (component, module name as written,
 down, up, scale = alpha / rank). Module names are resolved against the actual model when applied:
@@ -17,15 +18,16 @@ a dotted diffusers/transformers name, the same flattened with `_` (kohya), or th
 module, all map to the module through a table built once per model object (`module_table`). This is
 exact for any UNet layout (tiny test models included), where a fixed LDM → diffusers table is not.
 
-Application (per run, through models/patching.RunPatches): for each patched weight
-W' = W + Σ strength · scale · (up @ down) (conv LoRAs reshaped to the kernel), computed in float32 on
-the weight's device, then swapped in with `RunPatches.set_params`; the `with RunPatches(...)` block
-puts the original Parameter objects back, bit-identical, even when the run raises. Strength 0 skips
-the LoRA. The patched copy exists only during the run: peak memory is the model plus the patched
-weights (for an LCM-LoRA on SDXL, close to a second UNet).
+Application (models/sd_lora_apply.py, where the choice is measured and explained): the stack a run asks for
+is patched into the cached model IN PLACE, once per change of (model, stack, strengths), as
+W' = W + Σ strength · scale · (up @ down) (conv LoRAs reshaped to the kernel), computed in float32 on the
+weight's device one weight at a time; the originals of only the patched weights are kept (CPU copies for an
+accelerator model, an anonymous spill file for a CPU model) and copied back bit-identically when a run asks
+for another stack (none included). A repeated run with the same stack pays nothing; memory does not grow
+with a second copy of the model. Strength 0 skips the LoRA. Callers hold the model's lock for the run:
 
     with RunPatches(comps.text_encoder, comps.text_encoder_2) as p:   # prompt encoder
-        apply_lora_text(p, comps, handle); encode...
+        apply_lora_text(p, comps, handle); encode...                   # (no LoRA: the originals are put back)
     with RunPatches(comps.unet) as p:                                  # sampler
         apply_lora_unet(p, comps, handle); denoise...
 """
@@ -33,245 +35,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import threading
 import weakref
-from dataclasses import dataclass, field
 
 import torch
 
+from . import sd_lora_apply
+from . import sd_lora_lycoris as lycoris
 from .cache import Loaded, ModelSpec, get_cache
-from .sd_types import ARCH_NAMES, GenerationError
+from .sd_lora_formats import (  # noqa: F401  (re-exported: the parsing half of this module)
+    COMPONENTS,
+    LoraError,
+    LoraFile,
+    LoraLayer,
+    _clean_dotted,
+    _peft_scale,
+    _split_component,
+    describe_sd_file,
+    detect_lora_arch,
+    parse_lora,
+)
 from .weights import WeightsError, load_state_dict
 
 log = logging.getLogger("visionkit")
 
 KIND = "sd_lora"
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
-
-
-class LoraError(GenerationError):
-    """A LoRA file that cannot be used (wrong kind of file, unsupported variant, does not fit)."""
-
-
-# ------------------------------------------------------------------ the parsed file
-@dataclass(eq=False)
-class LoraLayer:
-    component: str  # "unet" | "text_encoder" | "text_encoder_2"
-    key: str  # module name as written (dotted diffusers/LDM/transformers name, or kohya's flattened name)
-    down: torch.Tensor  # (rank, in) or (rank, in, kh, kw)
-    up: torch.Tensor  # (out, rank) or (out, rank, 1, 1)
-    scale: float  # alpha / rank (1 when the file has no alpha)
-
-    @property
-    def rank(self) -> int:
-        return int(self.down.shape[0])
-
-
-@dataclass(eq=False)
-class LoraFile:
-    name: str
-    format: str  # "kohya" | "peft" | "diffusers" | "comfyui"
-    layers: tuple
-    arch: str | None  # "sd15" | "sdxl" | None (not decidable from the file: decided against the pipeline)
-    arch_reason: str = ""
-    meta: dict = field(default_factory=dict)
-
-    def components(self) -> list[str]:
-        return [c for c in COMPONENTS if any(l.component == c for l in self.layers)]
-
-    def nbytes(self) -> int:
-        return sum(l.down.numel() * l.down.element_size() + l.up.numel() * l.up.element_size() for l in self.layers)
-
-    def describe(self) -> str:
-        parts = [f"{sum(1 for l in self.layers if l.component == c)} {c} layers" for c in self.components()]
-        arch = ARCH_NAMES.get(self.arch, self.arch) if self.arch else "architecture from the pipeline"
-        return f"{self.format} LoRA, {arch}, " + ", ".join(parts)
-
-
-# ------------------------------------------------------------------ what a non-LoRA file is
-def describe_sd_file(sd: dict, exclude: str = "lora") -> str:
-    """What a weights file probably is, in words (for 'wrong file' messages); see models/identify.py."""
-    from .identify import what_is
-
-    return what_is(sd, exclude=exclude)
-
-
-# ------------------------------------------------------------------ parsing
-_UNSUPPORTED = (  # (key test, what the file is)
-    (lambda k: "hada_w1_a" in k or "hada_w2_a" in k, "a LoHa (LyCORIS) file"),
-    (lambda k: "lokr_w1" in k or "lokr_w2" in k, "a LoKr (LyCORIS) file"),
-    (lambda k: k.endswith(".lora_mid.weight"), "a LoCon with a Tucker middle weight (lora_mid)"),
-    (lambda k: "dora_scale" in k or "lora_magnitude_vector" in k, "a DoRA LoRA"),
-    (lambda k: k.endswith((".diff", ".diff_b")), "a full-weight-difference LoRA"),
-    (lambda k: "oft_blocks" in k or "oft_diag" in k, "an OFT/BOFT adapter"),
-    (lambda k: k.endswith(".on_input"), "an IA3 adapter"),
-)
-
-_ROLE_PATTERNS = (
-    (re.compile(r"^(?P<base>.+?)\.(?:lora_down|lora\.down|lora_linear_layer\.down)\.weight$"), "down"),
-    (re.compile(r"^(?P<base>.+?)\.(?:lora_up|lora\.up|lora_linear_layer\.up)\.weight$"), "up"),
-    (re.compile(r"^(?P<base>.+?)\.lora_A(?:\.[\w-]+)?\.weight$"), "down"),
-    (re.compile(r"^(?P<base>.+?)\.lora_B(?:\.[\w-]+)?\.weight$"), "up"),
-    (re.compile(r"^(?P<base>.+?)_lora\.down\.weight$"), "down"),  # attn processors: to_q_lora.down
-    (re.compile(r"^(?P<base>.+?)_lora\.up\.weight$"), "up"),
-    (re.compile(r"^(?P<base>.+)\.alpha$"), "alpha"),
-)
-
-_KOHYA = (("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"), ("lora_te_", "text_encoder"),
-          ("lora_unet_", "unet"))
-_DOTTED = (("text_encoder_2.", "text_encoder_2"), ("text_encoder.", "text_encoder"), ("unet.", "unet"),
-           ("model.diffusion_model.", "unet"), ("diffusion_model.", "unet"), ("lora_unet.", "unet"),
-           ("text_encoders.clip_l.transformer.", "text_encoder"),
-           ("text_encoders.clip_g.transformer.", "text_encoder_2"))
-_UNET_STARTS = ("down_blocks.", "mid_block.", "up_blocks.", "conv_in", "conv_out", "time_embedding.",
-                "add_embedding.", "input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.")
-
-
-def _split_component(base: str) -> tuple[str, str, str] | None:
-    """(component, module key, naming) of a LoRA layer's base name, or None."""
-    for prefix, comp in _KOHYA:
-        if base.startswith(prefix):
-            return comp, base[len(prefix):], "kohya"
-    for prefix, comp in _DOTTED:
-        if base.startswith(prefix):
-            naming = "comfyui" if prefix.startswith(("diffusion_model.", "model.diffusion_model.", "text_encoders.")) \
-                else "dotted"
-            return comp, base[len(prefix):], naming
-    if base.startswith(_UNET_STARTS):
-        return "unet", base, "dotted"
-    if base.startswith("text_model."):
-        return "text_encoder", base, "dotted"
-    return None
-
-
-def _clean_dotted(comp: str, key: str) -> str:
-    """diffusers' attention-processor spellings → module names."""
-    key = key.replace(".processor.", ".")
-    key = key.removesuffix(".processor")
-    if comp == "unet":
-        if key.endswith(".to_out"):
-            key += ".0"
-    else:
-        for a, b in ((".to_q", ".q_proj"), (".to_k", ".k_proj"), (".to_v", ".v_proj"), (".to_out.0", ".out_proj"),
-                     (".to_out", ".out_proj")):
-            if key.endswith(a):
-                key = key[: -len(a)] + b
-                break
-    return key
-
-
-def _peft_scale(meta: dict | None, comp: str, key: str, rank: int) -> float:
-    """Scale of a PEFT layer from diffusers' `lora_adapter_metadata` (LoraConfig per component)."""
-    if not meta:
-        return 1.0
-    alpha = meta.get(f"{comp}.lora_alpha")
-    for pat, a in (meta.get(f"{comp}.alpha_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({pat})$", key):
-            alpha = a
-            break
-    if alpha is None:
-        return 1.0
-    if meta.get(f"{comp}.use_rslora"):
-        return float(alpha) / math.sqrt(rank)
-    return float(alpha) / rank
-
-
-def parse_lora(sd: dict, name: str = "LoRA", metadata: dict | None = None) -> LoraFile:
-    """Normalise a LoRA state dict (any supported format) into a LoraFile; clear errors otherwise."""
-    keys = list(sd)
-    for test, what in _UNSUPPORTED:
-        if any(test(k) for k in keys):
-            raise LoraError(f"{name} is {what}; VisionKit applies plain LoRAs (kohya, diffusers/PEFT, "
-                            "LCM-LoRA) only. Convert it to a plain LoRA, or use a plain LoRA.")
-    groups: dict[str, dict] = {}
-    unknown = []
-    for k, v in sd.items():
-        for pat, role in _ROLE_PATTERNS:
-            m = pat.match(k)
-            if m:
-                g = groups.setdefault(m.group("base"), {})
-                g[role] = v
-                if ".lora_A" in k or ".lora_B" in k:
-                    g["peft"] = True
-                break
-        else:
-            unknown.append(k)
-    lora_like = [b for b, g in groups.items() if "down" in g or "up" in g]
-    if not lora_like:
-        raise LoraError(f"{name} is not a LoRA: it looks like {describe_sd_file(sd)}. Put LoRA files "
-                        "(.safetensors) in models/loras.")
-    if unknown and len(unknown) > len(keys) // 2:
-        raise LoraError(f"{name} mixes LoRA weights with other tensors ({', '.join(unknown[:3])} ...); "
-                        f"it looks like {describe_sd_file({k: sd[k] for k in unknown})}")
-    layers, formats, foreign = [], set(), []
-    for base, g in groups.items():
-        if "down" not in g and "up" not in g:
-            continue  # a lone alpha
-        if "down" not in g or "up" not in g:
-            raise LoraError(f"{name} is incomplete: {base} has a LoRA {'down' if 'down' in g else 'up'} weight "
-                            "but no matching " + ("up" if "down" in g else "down") + " weight (damaged file?)")
-        split = _split_component(base)
-        if split is None:
-            foreign.append(base)
-            continue
-        comp, key, naming = split
-        down, up = g["down"], g["up"]
-        if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
-            raise LoraError(f"{name}: the LoRA weights of {base} have shapes {tuple(down.shape)} (down) and "
-                            f"{tuple(up.shape)} (up), which do not pair up; the file is damaged or not a LoRA")
-        rank = int(down.shape[0])
-        if "alpha" in g:
-            scale = float(g["alpha"].float().reshape(-1)[0]) / rank
-        elif g.get("peft"):
-            scale = _peft_scale(metadata, comp, key, rank)
-        else:
-            scale = 1.0
-        if naming == "kohya":
-            formats.add("kohya")
-        elif naming == "comfyui":
-            formats.add("comfyui")
-        else:
-            formats.add("peft" if g.get("peft") else "diffusers")
-            key = _clean_dotted(comp, key)
-        layers.append(LoraLayer(comp, key, down, up, scale))
-    if foreign and not layers:
-        raise LoraError(f"{name} is a LoRA for a model VisionKit does not run (layers like {foreign[0]}); it "
-                        f"looks like {describe_sd_file(sd)}")
-    if foreign:
-        log.warning("VisionKit: %s: %d LoRA layers for unknown modules are ignored (e.g. %s)", name, len(foreign),
-                    foreign[0])
-    arch, reason = detect_lora_arch(layers, name)
-    fmt = "kohya" if "kohya" in formats else sorted(formats)[0]
-    return LoraFile(name, fmt, tuple(layers), arch, reason)
-
-
-# ------------------------------------------------------------------ architecture
-_CROSS = re.compile(r"attn2[._]to_[kv]$")
-
-
-def detect_lora_arch(layers, name: str = "LoRA") -> tuple[str | None, str]:
-    """SD1.5 / SDXL from what the LoRA touches and its shapes; None when the file cannot tell."""
-    comps = {l.component for l in layers}
-    if "text_encoder_2" in comps:
-        return "sdxl", "it has weights for a second text encoder (te2), which only SDXL has"
-    if any(("add_embedding" in l.key or "label_emb" in l.key) for l in layers if l.component == "unet"):
-        return "sdxl", "it has weights for SDXL's size/crop embedding (add_embedding)"
-    dims = {int(l.down.shape[1]) for l in layers if l.component == "unet" and _CROSS.search(l.key)}
-    if 1024 in dims:
-        raise LoraError(f"{name} is a LoRA for Stable Diffusion 2.x (1024-wide cross-attention); VisionKit runs "
-                        "SD1.5 and SDXL LoRAs")
-    if 2048 in dims:
-        return "sdxl", "its cross-attention layers are 2048 wide (SDXL's two text encoders)"
-    if 768 in dims:
-        return "sd15", "its cross-attention layers are 768 wide (SD1.5's text encoder)"
-    te = {int(l.down.shape[1]) for l in layers if l.component == "text_encoder"}
-    if 1024 in te:
-        raise LoraError(f"{name} is a LoRA for Stable Diffusion 2.x (1024-wide text encoder); VisionKit runs SD1.5 "
-                        "and SDXL LoRAs")
-    return None, "the file does not say; checked against the pipeline's layers"
 
 
 # ------------------------------------------------------------------ resolving module names
@@ -366,6 +155,12 @@ def module_table(module, component: str) -> dict[str, str]:
 def layer_delta(layer: LoraLayer, weight: torch.Tensor, where: str = "") -> torch.Tensor:
     """up @ down (float32, on the weight's device) in the weight's shape; scale not applied."""
     dev = weight.device
+    if layer.kind != "lora":
+        delta = lycoris.delta(layer.kind, layer.factors, weight)
+        if delta.numel() != weight.numel() or delta.shape[0] != weight.shape[0]:
+            raise LoraError(f"{where}: the {layer.kind} changes a {tuple(delta.shape)} weight but the model's is "
+                            f"{tuple(weight.shape)}: this LoRA was made for another model")
+        return delta.reshape(weight.shape)
     up = layer.up.to(device=dev, dtype=torch.float32)
     down = layer.down.to(device=dev, dtype=torch.float32)
     if up.ndim == 4 and up.shape[2:] != (1, 1):
@@ -426,7 +221,7 @@ def _check_fits(lf: LoraFile, comps) -> list[str]:
                             f"pipeline's {comp} (e.g. {missing[0][0].key}); it was made for another model")
         for layer, target in found:
             w = module.get_submodule(target).weight
-            a, b = layer.up.shape[0], layer.down[0].numel()
+            a, _, b = layer.dims()
             if a * b != w.numel() or a != w.shape[0]:
                 raise LoraError(f"{lf.name} does not fit this pipeline: {comp} {target} is {tuple(w.shape)} but the "
                                 f"LoRA changes a ({a}, {b}) weight; it was made for another model")
@@ -436,61 +231,72 @@ def _check_fits(lf: LoraFile, comps) -> list[str]:
     return notes
 
 
-def _accumulate(lf: LoraFile, component: str, module, strength: float, acc: dict) -> None:
-    found, missing = _resolve(lf, component, module)
-    if missing and not found:
-        raise LoraError(f"{lf.name} does not fit this pipeline's {component} (no layer matches, e.g. "
-                        f"{missing[0][0].key})")
-    for layer, target in found:
-        pname = f"{target}.weight"
-        w = module.get_parameter(pname)
-        d = layer_delta(layer, w, f"{lf.name} {component} {target}") * (strength * layer.scale)
-        if pname in acc:
-            acc[pname] = (w, acc[pname][1] + d)
-        else:
-            acc[pname] = (w, d)
+def _plan(refs, which: str, component: str, module) -> dict:
+    """{parameter name: [(layer, strength · scale, where), ...]} for `refs` on one module, in stack order."""
+    cache = get_cache()
+    plan: dict = {}
+    for ref in refs:
+        strength = float(ref.strength_unet if which == "unet" else ref.strength_text)
+        lf = cache.load(ref.spec).value
+        if not any(l.component == component for l in lf.layers):
+            continue
+        found, missing = _resolve(lf, component, module)
+        if missing and not found:
+            raise LoraError(f"{lf.name} does not fit this pipeline's {component} (no layer matches, e.g. "
+                            f"{missing[0][0].key})")
+        for layer, target in found:
+            plan.setdefault(f"{target}.weight", []).append((layer, strength * layer.scale,
+                                                            f"{lf.name} {component} {target}"))
+    return plan
+
+
+def _term_delta(term, weight: torch.Tensor) -> torch.Tensor:
+    layer, factor, where = term
+    return layer_delta(layer, weight, where) * factor
 
 
 def apply_loras(patches, comps, loras, which: str = "unet") -> int:
-    """Patch the pipeline's UNet ("unet") or text encoders ("text") with `loras` for this run.
+    """Give the pipeline's UNet ("unet") or text encoders ("text") exactly the stack `loras` for this run.
 
-    `patches` is an active models.patching.RunPatches (holding the models' locks); `loras` are
-    sd_types.LoraRef (strength_unet / strength_text). Returns the number of weights patched.
+    `loras` are sd_types.LoraRef (strength_unet / strength_text); an empty stack puts the original weights back.
+    The caller holds the models' locks for the run through `patches` (an active models.patching.RunPatches);
+    the stack stays applied after the run, recorded, until a run asks for another one (sd_lora_apply).
+    Returns the number of weights patched.
     """
     if which not in ("unet", "text"):
         raise ValueError(f"which must be 'unet' or 'text', not {which!r}")
     targets = ("unet",) if which == "unet" else ("text_encoder", "text_encoder_2")
     refs = [r for r in loras or () if (r.strength_unet if which == "unet" else r.strength_text) != 0]
-    if not refs:
-        return 0
-    count = 0
     cache = get_cache()
+    count = 0
     for comp in targets:
         module = getattr(comps, comp, None)
         if module is None:
             continue
-        acc: dict = {}
+        key = []
         for ref in refs:
-            strength = float(ref.strength_unet if which == "unet" else ref.strength_text)
-            lf = cache.load(ref.spec).value  # parsed once; CPU tensors, nothing to move or pin
-            if any(l.component == comp for l in lf.layers):
-                _accumulate(lf, comp, module, strength, acc)
-        if acc:
-            with torch.no_grad():
-                new = {p: (w.detach().float() + d).to(w.dtype) for p, (w, d) in acc.items()}
-            patches.set_params(module, new)
-            count += len(new)
+            entry = cache.load(ref.spec)  # parsed once; CPU tensors, nothing to move or pin
+            if any(l.component == comp for l in entry.value.layers):
+                key.append((entry.key, id(entry.value),
+                            float(ref.strength_unet if which == "unet" else ref.strength_text)))
+        count += sd_lora_apply.ensure(module, tuple(key), lambda c=comp, m=module: _plan(refs, which, c, m),
+                                      _term_delta)
     return count
 
 
 def apply_lora_unet(patches, comps, handle) -> int:
-    """The sampler's call: the pipeline handle's LoRAs on the UNet for this run (see apply_loras)."""
-    return apply_loras(patches, comps, handle.loras, "unet")
+    """The sampler's call: the pipeline handle's LoRAs on the UNet (see apply_loras); no LoRA restores."""
+    return apply_loras(patches, comps, getattr(handle, "loras", ()), "unet")
 
 
 def apply_lora_text(patches, comps, handle) -> int:
-    """The prompt encoder's call: the handle's LoRAs on text encoder 1 (and 2 for SDXL) for this run."""
-    return apply_loras(patches, comps, handle.loras, "text")
+    """The prompt encoder's call: the handle's LoRAs on text encoder 1 (and 2 for SDXL); none restores."""
+    return apply_loras(patches, comps, getattr(handle, "loras", ()), "text")
+
+
+def apply_no_lora_text(patches, comps) -> int:
+    """The prompt encoder's call for a pipeline without LoRAs: the text encoders' original weights."""
+    return apply_loras(patches, comps, (), "text")
 
 
 # ------------------------------------------------------------------ loading through the cache

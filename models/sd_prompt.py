@@ -378,19 +378,21 @@ def encode(comps: Components, text: str, stop_at_clip_layer: int = 0):
 def text_encoder_patches(handle, comps: Components, patches: RunPatches) -> bool:
     """Apply the handle's LoRAs to the text encoders for this run; True when something was applied.
 
-    The LoRA engine provides `models/sd_lora.apply_lora_text(patches, comps, handle)`; it should use
-    `patches` (RunPatches) so the change is undone when the encode ends. Until that module exists, LoRAs on
-    the handle do not reach the text encoders (a warning says so once).
+    The LoRA engine provides `models/sd_lora.apply_lora_text(patches, comps, handle)`: it patches the encoders in
+    place once per stack (kept until another stack is asked for) while `patches` holds their locks; a handle
+    without LoRAs (or none) gets the original weights back.
     """
     loras = tuple(getattr(handle, "loras", ()) or ())
-    if not loras:
-        return False
-    apply = None
+    sd_lora = None
     pkg = __package__ or ""
     if pkg and importlib.util.find_spec(f"{pkg}.sd_lora") is not None:
         from . import sd_lora  # errors inside it are real errors: let them through
-
-        apply = getattr(sd_lora, "apply_lora_text", None)
+    if not loras:  # a stack another prompt left on the shared encoders comes off (sd_lora_apply)
+        off = getattr(sd_lora, "apply_no_lora_text", None)
+        if off is not None and comps is not None and patches is not None:
+            off(patches, comps)
+        return False
+    apply = getattr(sd_lora, "apply_lora_text", None)
     if apply is None:
         if "lora" not in _WARNED:
             _WARNED.add("lora")
@@ -423,8 +425,7 @@ def _encode_pair_with(comps: Components, positive: str, negative: str, layer: in
                       handle=None) -> Conditioning:
     encoders = [m for m in (comps.text_encoder, comps.text_encoder_2) if m is not None]
     with RunPatches(*encoders) as patches:
-        if handle is not None:
-            text_encoder_patches(handle, comps, patches)
+        text_encoder_patches(handle, comps, patches)  # no handle: no LoRA (originals put back)
         pos, pos_pooled = encode(comps, positive or "", layer)
         neg, neg_pooled = encode(comps, negative or "", layer)
     sdxl = comps.arch == "sdxl"

@@ -21,9 +21,10 @@ One run, as diffusers' pipelines do it (so results equal them for the same seed,
   ControlNet pipelines keep one while start <= i/n and (i+1)/n <= end: the same steps when start and end fall on
   step boundaries (e.g. 0.25 / 0.75 with 4 steps), otherwise diffusers drops the step that straddles `end`.
 
-Per-run patches: everything that changes the UNet for the run (the handle's LoRAs via
-sd_lora.apply_lora_unet, and any run hook) goes through one models.patching.RunPatches block around the denoising
-loop, so it is undone when the run ends, fails or is cancelled, and other runs never see it.
+Per-run patches: everything that changes the UNet for the run goes through one models.patching.RunPatches block
+around the denoising loop, which holds the UNet's lock for the run. Run hooks' patches are undone when the run
+ends, fails or is cancelled; the handle's LoRAs (sd_lora.apply_lora_unet) are patched in place once per stack and
+kept, recorded, until a run asks for another stack (no LoRA included): other runs never see them (sd_lora_apply).
 
 Run hooks (extension point): VK_CONTROL entries are grouped by kind and each kind's registered factory builds a
 `RunHook` for the run. A hook may pin models and patch the UNet in `enter(run, patches, stack)` (e.g. IP-Adapter's

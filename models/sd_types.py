@@ -4,8 +4,8 @@ Designed so IP-Adapter and InstantID plug in later without changing the sampler'
 
 - VK_PIPELINE (`PipelineHandle`): a small, hashable description. The heavy components are resolved
   through the shared cache (`with use_components(handle) as comps:`); LoRAs are a tuple of
-  (LoRA spec, unet strength, text strength) applied per run by the sampler / prompt encoder through
-  models/patching.RunPatches, never baked into the cached UNet.
+  (LoRA spec, unet strength, text strength) that the sampler / prompt encoder ask for; models/sd_lora_apply
+  patches them into the cached UNet / text encoders in place once per stack and restores the originals exactly.
 - VK_CONDITIONING (`Conditioning`): prompt embeddings computed by the prompt encoder, for the positive
   and the negative prompt, pooled embeddings and SDXL's size/crop conditioning.
 - VK_CONTROL (`ControlChain`): an immutable tuple of `ControlEntry`. Every "…Apply" node takes an

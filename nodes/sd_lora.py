@@ -1,4 +1,4 @@
-"""Load LoRA: adds a LoRA to a VK_PIPELINE (chainable); applied per run by the prompt encoder and sampler."""
+"""Load LoRA: adds a LoRA to a VK_PIPELINE (chainable); the prompt encoder and sampler apply it (sd_lora_apply)."""
 from __future__ import annotations
 
 import logging
@@ -14,9 +14,10 @@ log = logging.getLogger("visionkit")
 
 
 class VisionKitLoraLoader:
-    DESCRIPTION = ("Adds a LoRA (kohya, diffusers/PEFT, LCM-LoRA; SD1.5 or SDXL) to the pipeline. Chain several "
-                   "loaders for several LoRAs. The LoRA is applied for each run only: the cached model stays "
-                   "unchanged, and other workflows using the same pipeline do not see it.")
+    DESCRIPTION = ("Adds a LoRA (kohya, diffusers/PEFT, LCM-LoRA, LyCORIS LoHa/LoKr; SD1.5 or SDXL) to the "
+                   "pipeline. Chain several loaders for several LoRAs. The LoRA is patched into the cached model once and kept while runs "
+                   "ask for the same LoRAs and strengths; a run without it gets the exact original weights back, "
+                   "and other workflows using the same pipeline never see it.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("VK_PIPELINE",)

@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-NAMES = ["import", "workflows", "sam", "upscale", "lcm", "vision", "pose_depth"]  # vision, pose_depth: issue 20
+NAMES = ["import", "workflows", "sam", "upscale", "lcm", "lora", "vision", "pose_depth"]  # vision, pose_depth: issue 20
 
 
 @pytest.fixture()

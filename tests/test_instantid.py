@@ -95,6 +95,9 @@ def module_state(module):
 
 
 def assert_same_state(module, snap):
+    from visionkit_pack.models import sd_lora_apply
+
+    sd_lora_apply.release(module)  # a LoRA stack a run left applied (kept for the next run) comes off exactly
     tensors, procs = snap
     now = dict(list(module.named_parameters()) + list(module.named_buffers()))
     assert set(now) == set(tensors)

@@ -1,6 +1,7 @@
 """LoRA: every file format gives W + strength·alpha/rank·(up @ down) on the right modules, equal to diffusers'
-own load_lora_weights + fuse_lora; per-run only (the cached model is bit-identical afterwards, even when the
-run fails); chaining, strength 0, architecture and wrong-file messages."""
+own load_lora_weights + fuse_lora; a run without LoRAs gets the cached model back bit-identical (even after a run
+that failed); chaining, strength 0, architecture and wrong-file messages. The mechanism (in place, once per
+stack, threads, cancel, memory) is tested in test_sd_lora_apply.py."""
 from __future__ import annotations
 
 import pytest
@@ -267,15 +268,24 @@ def test_chaining_two_loras_sums_them_and_strength_zero_changes_nothing(pack, mo
 
 
 def test_lora_on_then_off_leaves_the_cached_model_bit_identical(pack, models_dir):
+    """The stack stays applied after its run (recorded) and a run without LoRAs gets the originals back:
+    the same Parameter objects with bit-identical values, after a normal run and after one that raised."""
+    from visionkit_pack.models import sd_lora_apply as A
+
     handle = X.base_pipeline_handle(models_dir, "sdxl")
     handle = handle.with_lora(ref(models_dir, "sdxl", "kohya", 1.0, 1.0)).with_lora(
         ref(models_dir, "sdxl", "b", 0.5, 0.5))
+    plain_handle = X.base_pipeline_handle(models_dir, "sdxl")
     with use_components(handle) as comps:
         mods = comps.vk_modules()
         before = [{n: (p, p.detach().clone()) for n, p in m.named_parameters()} for m in mods]
         plain = run_outputs(comps)
 
         def check_restored():
+            with RunPatches(*mods) as p:  # a run without LoRAs
+                assert L.apply_lora_unet(p, comps, plain_handle) == 0
+                assert L.apply_lora_text(p, comps, plain_handle) == 0
+            assert all(A.applied(m) == A.ORIGINALS for m in mods)
             for m, saved in zip(mods, before):
                 now = dict(m.named_parameters())
                 assert now.keys() == saved.keys()
@@ -283,18 +293,23 @@ def test_lora_on_then_off_leaves_the_cached_model_bit_identical(pack, models_dir
                     assert now[n] is obj, n  # the very same Parameter objects
                     assert torch.equal(now[n], val), n
             assert all(torch.equal(a, b) for a, b in zip(run_outputs(comps), plain))
+            assert A.backup_bytes(*mods) == {"ram": 0, "disk": 0}  # nothing held once nothing is patched
 
         with RunPatches(*mods) as p:
             assert L.apply_lora_unet(p, comps, handle) > 0
             assert L.apply_lora_text(p, comps, handle) > 0
-            assert comps.unet.conv_in.weight is not before[0]["conv_in.weight"][0]
-            assert not torch.equal(run_outputs(comps)[0], plain[0])
+            assert comps.unet.conv_in.weight is before[0]["conv_in.weight"][0]  # patched in place
+            lora_out = run_outputs(comps)
+            assert not torch.equal(lora_out[0], plain[0])
+        assert all(A.applied(m) not in (A.ORIGINALS, None) for m in mods)  # kept, recorded
+        assert all(torch.equal(a, b) for a, b in zip(run_outputs(comps), lora_out))
         check_restored()
         with pytest.raises(RuntimeError, match="boom"):
             with RunPatches(*mods) as p:
                 L.apply_lora_unet(p, comps, handle)
                 L.apply_lora_text(p, comps, handle)
                 raise RuntimeError("boom")
+        assert all(torch.equal(a, b) for a, b in zip(run_outputs(comps), lora_out))  # still the recorded stack
         check_restored()
     # the parsed LoRA is cached once, whichever run asks
     kinds = [e["kind"] for e in get_cache().entries()]

@@ -110,12 +110,21 @@ def box_mask(h=64, w=64, box=(16, 20, 48, 44)):
 
 
 def unet_snapshot(h):
+    """The UNet's parameters (objects and values) with no LoRA applied (see assert_unet_unchanged)."""
+    from visionkit_pack.models import sd_lora_apply
+
     with use_pipeline(h) as comps:
+        sd_lora_apply.release(comps.unet)
         return {n: (p, p.detach().clone()) for n, p in comps.unet.named_parameters()}
 
 
 def assert_unet_unchanged(h, snap):
+    """Every parameter is the same object with the same value, once a LoRA stack a run left applied (kept,
+    recorded, for the next run with the same stack: models/sd_lora_apply) is taken off."""
+    from visionkit_pack.models import sd_lora_apply
+
     with use_pipeline(h) as comps:
+        sd_lora_apply.release(comps.unet)
         now = dict(comps.unet.named_parameters())
     assert set(now) == set(snap)
     for n, (obj, value) in snap.items():
