@@ -22,8 +22,8 @@ from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
 _NODES = [
     # (class, display name)
     (VisionKitPipelineLoader, "Load Pipeline (SD1.5 / SDXL)"),
-    (VisionKitUpscaleModelLoader, "Load Upscale Model (Real-ESRGAN)"),
-    (VisionKitUpscale, "Upscale Image (Real-ESRGAN)"),
+    (VisionKitUpscaleModelLoader, "Load Upscale Model"),
+    (VisionKitUpscale, "Upscale Image"),
     (VisionKitSAMLoader, "Load SAM Model"),
     (VisionKitSAMSegment, "SAM Segment"),
     (VisionKitGroundingDINOLoader, "Load Grounding DINO Model"),

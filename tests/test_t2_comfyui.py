@@ -176,6 +176,6 @@ def test_wrong_kind_of_file_fails_the_node_not_the_server(comfy):  # noqa: F811
     hist = comfy.run_prompt(cache_prompt(name), expect_success=False)
     assert hist["status"]["status_str"] == "error"
     text = all_strings(hist["status"]["messages"])
-    assert "is not a Real-ESRGAN model" in text and "SAM" in text, text[:3000]
+    assert "is not an upscale model" in text and "SAM" in text, text[:3000]
     assert name not in paths_cached(comfy)
     comfy.run_prompt(cache_prompt(TINY_X4))

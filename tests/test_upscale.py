@@ -1,5 +1,7 @@
-"""Real-ESRGAN: loader arch detection, the tiled upscale engine (seamless, batched, alpha, outscale,
-progress, cancel) compared with RealESRGANer on the same tiny weights, and the VisionKitUpscale node."""
+"""Upscaling through spandrel: loader detection (every architecture family, odd names, foreign files, dtype), the
+tiled engine (seamless, batched, alpha, outscale, size rules, memory pre-check, progress, cancel) compared with
+RealESRGANer on Real-ESRGAN files and with spandrel's own full-image call on every other architecture, on the
+same tiny weights, and the VisionKitUpscale node."""
 from __future__ import annotations
 
 import itertools
@@ -8,19 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vk_testing import import_pack, tiny_models
+from vk_testing import basicsr_ref, import_pack, tiny_upscale
+from vk_testing.tiny_upscale import REAL_ESRGAN, UPSCALE_FIXTURES
 
 import_pack()
 from visionkit_pack.models import host, imageops
 from visionkit_pack.models import upscale as U
+from visionkit_pack.models import upscale_tiles
 
-# fixture file -> (arch, scale, blocks/convs, features) as tiny_models builds them
-FIXTURES = {
-    "tiny_RealESRGAN_x4plus.pth": ("RRDBNet", 4, 2, 8),
-    "tiny_RealESRGAN_x2plus.pth": ("RRDBNet", 2, 2, 8),
-    "tiny_realesr-general-x4v3.safetensors": ("SRVGGNetCompact", 4, 3, 8),
-    "nested/tiny_srvgg_x2.pth": ("SRVGGNetCompact", 2, 3, 8),
-}
+FIXTURES = UPSCALE_FIXTURES
+OTHERS = [n for n in FIXTURES if n not in REAL_ESRGAN]
 TOL_SEAM = 2 / 255
 TOL_PARITY = 1 / 255
 
@@ -31,12 +30,7 @@ def fixture_path(models_dir, name):
 
 @pytest.fixture(scope="module")
 def RealESRGANer():
-    from visionkit_pack.models.compat import ensure_basicsr_importable
-
-    ensure_basicsr_importable()
-    from realesrgan import RealESRGANer
-
-    return RealESRGANer
+    return basicsr_ref.realesrganer()
 
 
 def test_image(h, w, c=3, b=1, seed=0):
@@ -50,18 +44,26 @@ def test_image(h, w, c=3, b=1, seed=0):
 test_image.__test__ = False  # a helper, not a test
 
 
-def plain_forward(net, image):
+def spandrel_call(sd, image):
+    """spandrel's own full-image call on the same weights (its loader, its padding), image by image."""
+    import spandrel
+
+    desc = spandrel.ModelLoader().load_from_state_dict(dict(sd)).eval()
     with torch.no_grad():
-        return net(image.permute(0, 3, 1, 2)).clamp(0, 1).permute(0, 2, 3, 1)
+        return torch.cat([desc(image[i:i + 1].permute(0, 3, 1, 2)).permute(0, 2, 3, 1) for i in range(len(image))])
 
 
-def reference(RealESRGANer, net_file, sd, tmp_path, rgb_or_rgba, **kw):
+def plain_forward(model, image):
+    with torch.no_grad():
+        return model(image.permute(0, 3, 1, 2)).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def reference(RealESRGANer, sd, tmp_path, rgb_or_rgba, **kw):
     """RealESRGANer.enhance on the same weights, loaded from a file by RealESRGANer itself."""
     ref_path = tmp_path / "ref_weights.pth"
     torch.save({"params": sd}, ref_path)  # RealESRGANer wants params / params_ema in a .pth
-    arch = U.detect_arch(sd)
-    model = U.build_network(arch)
-    up = RealESRGANer(scale=arch.scale, model_path=str(ref_path), model=model, tile=kw.pop("tile"),
+    model, scale = basicsr_ref.basicsr_network(sd)
+    up = RealESRGANer(scale=scale, model_path=str(ref_path), model=model, tile=kw.pop("tile"),
                       tile_pad=kw.pop("tile_pad"), pre_pad=kw.pop("pre_pad", 0), half=False, device="cpu")
     a = imageops.to_uint8(rgb_or_rgba[0])
     bgr = np.ascontiguousarray(a[..., [2, 1, 0, 3]] if a.shape[-1] == 4 else a[..., ::-1])
@@ -70,49 +72,72 @@ def reference(RealESRGANer, net_file, sd, tmp_path, rgb_or_rgba, **kw):
     return imageops.from_uint8(np.ascontiguousarray(rgb))[None]
 
 
-# ---------------------------------------------------------------- loader and architecture detection
+def max_level_diff(a, b) -> int:
+    return int(np.abs(imageops.to_uint8(a).astype(int) - imageops.to_uint8(b).astype(int)).max())
+
+
+# ---------------------------------------------------------------- fixtures, loader and architecture detection
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_outputs_span_the_range(pack, models_dir, name):
+    """A tolerance of one level means something only if the outputs use the range (issue 21: the first tiny
+    RRDBNets gave 0 .. 0.067, a third of it clamped to 0)."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    out = U.upscale_image(spec, test_image(40, 52, seed=1), tile=0)
+    lo, hi = float(out.quantile(0.02)), float(out.quantile(0.98))
+    assert hi - lo > 0.4 and lo < 0.3 and hi > 0.7, (name, lo, hi)  # the test image itself spans ~0.25 .. 0.75
+    assert float((out == 0).float().mean()) < 0.1 and float((out == 1).float().mean()) < 0.1, name
+
+
 def test_loader_detects_every_fixture(pack, models_dir):
     from visionkit_pack.models.cache import get_cache
     from visionkit_pack.nodes.upscale import VisionKitUpscaleModelLoader
 
-    for name, (arch, scale, blocks, feat) in FIXTURES.items():
-        sd = U.load_state_dict(fixture_path(models_dir, name))
-        a = U.detect_arch(sd, name)
-        assert (a.arch, a.scale, a.num_block, a.num_feat) == (arch, scale, blocks, feat), name
+    for name, (arch, scale) in FIXTURES.items():
         (spec,) = VisionKitUpscaleModelLoader().load(name, "auto")
         assert spec.kind == "upscale"
         with get_cache().use_entry(spec) as entry:
-            assert entry.meta["scale"] == scale and U.network_scale(entry.value) == scale
-            assert type(entry.value).__name__ == arch
-            assert next(entry.value.parameters()).dtype == torch.float32  # auto on CPU
+            model = entry.value
+            assert (model.arch, model.scale, entry.meta["scale"]) == (arch, scale, scale), name
+            assert U.network_scale(model) == scale
+            assert next(model.parameters()).dtype == torch.float32  # auto on CPU
+            assert entry.meta["licence"] == U.LICENCES[arch]
+    # Real-ESRGAN x2 pixel-unshuffles its input: sizes go to a multiple of 2, as RealESRGANer pads them
+    _, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
+    assert U.input_multiple(entry.value) == 2
 
 
 def test_variants_are_read_from_tensors_not_names(tmp_path):
-    """Any RRDBNet / SRVGGNetCompact variant: x1 RRDB, 3 blocks, relu SRVGG, x3 SRVGG; names say nothing."""
-    from visionkit_pack.models.compat import import_basicsr_archs
+    """Real-ESRGAN x1 (16x unshuffled input), 3 blocks, compact x3, old-layout ESRGAN with 6 blocks;
+    the names say nothing or the wrong thing."""
+    from safetensors.torch import save_file
 
-    _, SRVGG = import_basicsr_archs()
     cases = {
-        "x4_but_really_x1.pth": (tiny_models.tiny_rrdbnet(1, num_block=3), ("RRDBNet", 1, 3, 8)),
-        "anime_6B_lookalike.safetensors": (tiny_models.tiny_rrdbnet(4, num_block=6, num_feat=12),
-                                           ("RRDBNet", 4, 6, 12)),
-        "relu.pth": (SRVGG(num_in_ch=3, num_out_ch=3, num_feat=6, num_conv=2, upscale=3, act_type="relu"),
-                     ("SRVGGNetCompact", 3, 2, 6)),
+        "x4_but_really_x1.pth": ({"params_ema": tiny_upscale.real_esrgan_keys(
+            tiny_upscale.tiny_esrgan(1, num_blocks=3).state_dict())}, ("ESRGAN", 1, "3 blocks")),
+        "anime_6B_lookalike.safetensors": (tiny_upscale.tiny_esrgan(4, num_blocks=6, nf=12).state_dict(),
+                                           ("ESRGAN", 4, "6 blocks, 12 features")),
+        "x3.pth": ({"params": tiny_upscale.tiny_compact(3, num_conv=2, num_feat=6).state_dict()},
+                   ("Compact", 3, "6nf, 2nc")),
     }
-    for name, (net, want) in cases.items():
+    for name, (sd, (arch, scale, words)) in cases.items():
         path = tmp_path / name
         if name.endswith(".safetensors"):
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         else:
-            torch.save({"params_ema": net.state_dict()}, path)
+            torch.save(sd, path)
         spec, entry = U.load_upscale_model(str(path))
-        a = entry.meta
-        assert a["scale"] == want[1] and a["arch"].startswith(f"{want[0]} x{want[1]}, {want[2]} "), (name, a)
-        img = test_image(12, 16)
-        out = U.upscale_image(spec, img, tile=0)
-        assert out.shape == (1, 12 * want[1], 16 * want[1], 3)
+        assert (entry.value.arch, entry.meta["scale"]) == (arch, scale) and words in entry.meta["arch"], entry.meta
+        out = U.upscale_image(spec, test_image(12, 16), tile=0)
+        assert out.shape == (1, 12 * scale, 16 * scale, 3)
+
+
+def _save(path, sd):
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
 
 
 def test_foreign_files_get_a_clear_message(tmp_path):
@@ -120,21 +145,47 @@ def test_foreign_files_get_a_clear_message(tmp_path):
            "image_encoder.blocks.0.attn.qkv.weight": torch.zeros(24, 8),
            "prompt_encoder.point_embeddings.0.weight": torch.zeros(1, 8),
            "mask_decoder.iou_token.weight": torch.zeros(1, 8)}
-    swinir = {"conv_first.weight": torch.zeros(8, 3, 3, 3), "layers.0.residual_group.blocks.0.norm1.weight":
-              torch.zeros(8), "conv_last.weight": torch.zeros(3, 8, 3, 3)}
-    for name, sd, what in (("sam_vit_b.pth", sam, "SAM"), ("RealESRGAN_x4plus.pth", swinir, "SwinIR"),
+    sd15 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
+            "first_stage_model.encoder.conv_in.weight": torch.zeros(4, 3, 3, 3)}
+    dino = {"transformer.encoder.layers.0.self_attn.value_proj.weight": torch.zeros(4, 4),
+            "backbone.0.patch_embed.proj.weight": torch.zeros(4, 3, 4, 4)}
+    for name, sd, what in (("sam_vit_b.pth", sam, "SAM"), ("RealESRGAN_x4plus.pth", sd15, "Stable Diffusion"),
+                           ("4x-UltraSharp.pth", dino, "Grounding DINO"),
                            ("weird.safetensors", {"foo.weight": torch.zeros(2, 2)}, "unknown model")):
-        path = tmp_path / name
-        if name.endswith(".safetensors"):
-            from safetensors.torch import save_file
-
-            save_file(sd, str(path))
-        else:
-            torch.save(sd, path)
+        _save(tmp_path / name, sd)
         with pytest.raises(U.UpscaleModelError) as ei:
-            U.load_upscale_model(str(path))
+            U.load_upscale_model(str(tmp_path / name))
         msg = str(ei.value)
-        assert "not a Real-ESRGAN model" in msg and what in msg and "upscale_models" in msg, msg
+        assert name in msg and "not an upscale model" in msg and what in msg and "upscale_models" in msg, msg
+
+
+def test_detected_but_wrong_weights_and_non_upscalers_are_explained(tmp_path):
+    sd = tiny_upscale.real_esrgan_keys(tiny_upscale.tiny_esrgan(4).state_dict())
+    sd["conv_hr.weight"] = sd["conv_hr.weight"][:, :4].contiguous()  # a damaged / foreign variant
+    _save(tmp_path / "broken.pth", sd)
+    with pytest.raises(U.UpscaleModelError, match="broken.pth looks like a ESRGAN model but its weights do not fit"):
+        U.load_upscale_model(str(tmp_path / "broken.pth"))
+
+
+def test_extra_arches_are_left_out_by_name(tmp_path, monkeypatch):
+    """An architecture of spandrel_extra_arches (non-commercial) in spandrel's global registry, as ComfyUI adds
+    them when installed: VisionKit names it and refuses it instead of running it."""
+    import spandrel
+
+    class NonCommercialArch(spandrel.Architecture):
+        def __init__(self):
+            super().__init__(id="FakeNC", name="FakeNC", detect=lambda sd: "fake_nc.weight" in sd)
+
+        def load(self, state_dict):
+            raise AssertionError("must not be built")
+
+    registry = spandrel.MAIN_REGISTRY.copy()
+    registry.add(spandrel.ArchSupport.from_architecture(NonCommercialArch()))
+    monkeypatch.setattr(spandrel, "MAIN_REGISTRY", registry)
+    _save(tmp_path / "nc.pth", {"fake_nc.weight": torch.zeros(2, 2)})
+    with pytest.raises(U.UpscaleModelError, match="FakeNC model, an architecture of spandrel_extra_arches"):
+        U.load_upscale_model(str(tmp_path / "nc.pth"))
+    assert [a for a in U.core_architectures() if a.architecture.id == "FakeNC"] == []
 
 
 class Payload:
@@ -143,10 +194,20 @@ class Payload:
 
 
 def test_pickled_object_pth_is_refused_by_the_loader(tmp_path):
-    sd = tiny_models.tiny_srvgg(2).state_dict()
+    sd = tiny_upscale.tiny_compact(2).state_dict()
     torch.save({"params": sd, "extra": Payload()}, tmp_path / "pickled.pth")
     with pytest.raises(U.UpscaleModelError, match="pickled Python objects"):
         U.load_upscale_model(str(tmp_path / "pickled.pth"))
+
+
+def test_dtype_follows_what_the_architecture_supports(pack, models_dir):
+    _, swinir = U.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "fp16")
+    assert next(swinir.value.parameters()).dtype == torch.float32  # spandrel: SwinIR does not run in fp16
+    _, esrgan = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"), "bf16")
+    assert next(esrgan.value.parameters()).dtype == torch.bfloat16
+    assert U.pick_dtype("auto", torch.device("cpu"), esrgan.value) == torch.float32
+    with pytest.raises(U.UpscaleModelError, match="dtype 'int8'"):
+        U.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "int8")
 
 
 # ---------------------------------------------------------------- tile plan
@@ -185,12 +246,18 @@ def test_tile_count_is_the_least_for_that_window():
 
 # ---------------------------------------------------------------- engine vs references
 @pytest.mark.parametrize("name", FIXTURES)
-def test_untiled_equals_plain_forward(pack, models_dir, name):
-    spec, entry = U.load_upscale_model(fixture_path(models_dir, name))
-    img = test_image(20, 28, b=2)
-    out = U.upscale_image(spec, img, tile=0)
-    assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
-    torch.testing.assert_close(out, plain_forward(entry.value, img), atol=1e-6, rtol=0)
+def test_untiled_equals_spandrel_call(pack, models_dir, name):
+    """tile 0 is spandrel's own full-image call on the same weights, padding to the size rules included (odd
+    sizes; sizes under SwinIR's / HAT's minimum). Real-ESRGAN x2 follows RealESRGANer's pad to 2 where
+    spandrel pads to 4, so it is compared at sizes that are multiples of 4 (and with RealESRGANer below)."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    sd = U.load_state_dict(fixture_path(models_dir, name))
+    sizes = [(20, 28), (12, 8)] if name == "tiny_RealESRGAN_x2plus.pth" else [(37, 51), (13, 6)]
+    for h, w in sizes:
+        img = test_image(h, w, b=2, seed=h)
+        out = U.upscale_image(spec, img, tile=0)
+        assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
+        torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -205,6 +272,17 @@ def test_tiled_is_seamless_with_default_pad(pack, models_dir, name):
     assert (seamy - full).abs().max() > TOL_SEAM
 
 
+@pytest.mark.parametrize("name", OTHERS)
+def test_tiled_matches_spandrel_call_on_odd_sizes(pack, models_dir, name):
+    """Tiles with context give spandrel's full-image result within one level, on an odd size (SwinIR / HAT:
+    windows that are no multiple of the attention window, padded inside the network)."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    sd = U.load_state_dict(fixture_path(models_dir, name))
+    img = test_image(45, 61, seed=8)
+    ours = U.upscale_image(spec, img, tile=32, tile_pad=16, tile_batch=3)
+    assert max_level_diff(ours, spandrel_call(sd, img)) <= 1
+
+
 @pytest.mark.parametrize("name", ["tiny_realesr-general-x4v3.safetensors", "nested/tiny_srvgg_x2.pth"])
 def test_tiles_are_exact_when_pad_covers_the_receptive_field(pack, models_dir, name):
     """SRVGG (3 + 2 convs of 3x3) sees 5 px around: with pad >= 5 tiling must not change a thing."""
@@ -216,47 +294,61 @@ def test_tiles_are_exact_when_pad_covers_the_receptive_field(pack, models_dir, n
         torch.testing.assert_close(out, full, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", REAL_ESRGAN)
 @pytest.mark.parametrize("tile", [0, 32])
 def test_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, tile):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
     img = test_image(70, 90, seed=3)
     scale = FIXTURES[name][1]
-    ref = reference(RealESRGANer, name, sd, tmp_path, img, tile=tile, tile_pad=10, outscale=scale)
+    ref = reference(RealESRGANer, sd, tmp_path, img, tile=tile, tile_pad=10, outscale=scale)
     ours = U.upscale_image(spec, img, tile=tile, tile_pad=10)
     assert ours.shape == ref.shape
-    assert (imageops.to_uint8(ours).astype(int) - imageops.to_uint8(ref).astype(int)).__abs__().max() <= 1
+    assert max_level_diff(ours, ref) <= 1
 
 
 @pytest.mark.parametrize("name", ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth"])
 def test_parity_with_prepad_odd_sizes_and_outscale(pack, models_dir, tmp_path, RealESRGANer, name):
-    """Odd sizes (x2 pads to even by reflection), Real-ESRGAN's pre_pad, and a non-integer outscale."""
+    """Odd sizes (x2 pads to even by reflection), Real-ESRGAN's pre_pad, and a non-integer outscale; on
+    fixtures whose output spans 0..1, so that a wrong padding mode (symmetric for reflect) shows."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
     img = test_image(37, 51, seed=4)
     for pre_pad, outscale in ((10, None), (0, 2.5), (3, 1.3)):
         scale = FIXTURES[name][1]
-        ref = reference(RealESRGANer, name, sd, tmp_path, img, tile=16, tile_pad=10, pre_pad=pre_pad,
+        ref = reference(RealESRGANer, sd, tmp_path, img, tile=16, tile_pad=10, pre_pad=pre_pad,
                         outscale=outscale or scale)
         ours = U.upscale_image(spec, img, tile=16, tile_pad=10, pre_pad=pre_pad, outscale=outscale)
         assert ours.shape == ref.shape, (pre_pad, outscale)
-        diff = np.abs(imageops.to_uint8(ours).astype(int) - imageops.to_uint8(ref).astype(int))
-        assert diff.max() <= 1, (pre_pad, outscale, diff.max())
+        diff = max_level_diff(ours, ref)
+        assert diff <= 1, (pre_pad, outscale, diff)
 
 
 @pytest.mark.parametrize("alpha_mode, upsampler", [("network", "realesrgan"), ("bilinear", "bilinear")])
-def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, alpha_mode, upsampler):
-    name = "tiny_RealESRGAN_x4plus.pth"
+@pytest.mark.parametrize("name", ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth"])
+def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, alpha_mode, upsampler):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(40, 52, c=4, seed=5)
-    ref = reference(RealESRGANer, name, sd, tmp_path, img, tile=24, tile_pad=10, outscale=4,
+    scale = FIXTURES[name][1]
+    img = test_image(41, 53, c=4, seed=5)  # odd: x2 pads to even
+    ref = reference(RealESRGANer, sd, tmp_path, img, tile=24, tile_pad=10, outscale=scale,
                     alpha_upsampler=upsampler)
     ours = U.upscale_image(spec, img, tile=24, tile_pad=10, alpha_mode=alpha_mode)
-    assert ours.shape == ref.shape == (1, 160, 208, 4)
-    diff = np.abs(imageops.to_uint8(ours).astype(int) - imageops.to_uint8(ref).astype(int))
-    assert diff.max() <= 1
+    assert ours.shape == ref.shape == (1, 41 * scale, 53 * scale, 4)
+    assert max_level_diff(ours, ref) <= 1
+
+
+def test_size_rules_pad_windows_not_the_picture(pack, models_dir):
+    """HAT needs at least 16 px: tiny images and tiles under that are padded to it (as spandrel pads), the
+    output keeps the image's own size."""
+    spec, entry = U.load_upscale_model(fixture_path(models_dir, "renamed_upscaler.safetensors"))
+    assert entry.value.minimum == 16
+    sd = U.load_state_dict(fixture_path(models_dir, "renamed_upscaler.safetensors"))
+    for h, w in ((1, 1), (5, 7), (16, 3)):
+        img = test_image(h, w, seed=h + w)
+        out = U.upscale_image(spec, img, tile=8, tile_pad=2)
+        assert out.shape == (1, 4 * h, 4 * w, 3)
+        torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- engine behaviour
@@ -324,12 +416,12 @@ def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
     from visionkit_pack.models.cache import get_cache
 
     spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
-    before = {k: v.clone() for k, v in entry.value.state_dict().items()}
-    training = entry.value.training
+    before = {k: v.clone() for k, v in entry.value.module.state_dict().items()}
+    training = entry.value.module.training
     U.upscale_image(spec, test_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
     with get_cache().use(spec) as net:
-        after = net.state_dict()
-        assert net is entry.value and net.training == training
+        after = net.module.state_dict()
+        assert net is entry.value and net.module.training == training
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
     assert get_cache().entries()[0]["in_use"] is False
@@ -379,12 +471,39 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
     torch.testing.assert_close(again, want, atol=0, rtol=0)
 
 
+def test_memory_precheck_refuses_with_an_estimate(pack, models_dir, monkeypatch):
+    """What cannot fit in free memory is refused before any work, with the estimate and what to change."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"))
+    img = test_image(64, 64, b=2)
+    want_out = 2 * 256 * 256 * 3 * 4
+    free = {"cpu": want_out // 2}
+    monkeypatch.setattr(upscale_tiles, "available_bytes", lambda device: free["cpu"])
+    calls = []
+    with pytest.raises(U.UpscaleInputError, match=r"upscaling 2 image\(s\) of 64x64 by x4 needs about .* free") as ei:
+        U.upscale_image(spec, img, tile=32, progress=lambda d, t: calls.append(d))
+    assert "the result 2 MiB" in str(ei.value) and "lower tile_size" in str(ei.value) and calls == []
+    free["cpu"] = None  # unknown: nothing is refused
+    assert U.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
+    free["cpu"] = 64 << 30
+    assert U.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
+    # the estimate grows with the tile, so a smaller tile is real advice
+    assert U.tile_bytes(_model(spec), 64, 64, 4) == 4 * U.tile_bytes(_model(spec), 32, 32, 4)
+
+
+def _model(spec):
+    from visionkit_pack.models.cache import get_cache
+
+    with get_cache().use(spec) as m:
+        return m
+
+
 def test_half_precision_network_runs_and_returns_float32(pack, models_dir):
     """fp16 on CUDA: the engine runs the net in its dtype; checked here with a half copy on CPU."""
     _, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
     import copy
 
-    half = copy.deepcopy(entry.value).half()
+    half = copy.deepcopy(entry.value)
+    half.descriptor.half()
     img = test_image(16, 20)
     try:
         out = U.upscale_tensor(half, img, tile=8, tile_pad=5)
@@ -399,7 +518,7 @@ def test_node_is_registered_and_validates_cheaply(pack):
     from visionkit_pack.nodes.upscale import VisionKitUpscale
 
     assert pack.NODE_CLASS_MAPPINGS["VisionKitUpscale"] is VisionKitUpscale
-    assert pack.NODE_DISPLAY_NAME_MAPPINGS["VisionKitUpscale"] == "VisionKit Upscale Image (Real-ESRGAN)"
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["VisionKitUpscale"] == "VisionKit Upscale Image"
     assert VisionKitUpscale.CATEGORY == "VisionKit/upscale" and VisionKitUpscale.DESCRIPTION
     types = VisionKitUpscale.INPUT_TYPES()
     for section in types.values():
@@ -429,7 +548,7 @@ def test_node_runs_loader_output_and_explains_bad_model_input(pack):
     (out,) = VisionKitUpscale().upscale(spec, img[..., :3], outscale=3.0, tile_size=0, tile_pad=16,
                                         alpha_upscale="bicubic")
     assert out.shape == (2, 63, 99, 3)
-    with pytest.raises(ValueError, match="not a Real-ESRGAN model.*Load Upscale Model"):
+    with pytest.raises(ValueError, match="not an upscale model.*Load Upscale Model"):
         VisionKitUpscale().upscale("RealESRGAN_x4plus.pth", img)
     with pytest.raises(ValueError, match="tile_size 8"):
         VisionKitUpscale().upscale(spec, img, tile_size=8)
