@@ -216,7 +216,7 @@ def describe_upscaler(sd: dict) -> str | None:
     except UpscaleModelError:
         return None  # detected but not an upscaler VisionKit runs (face restoration, inpainting …)
     real = model.arch == "Compact" or ("conv_first.weight" in sd and "body.0.rdb1.conv1.weight" in sd)
-    label = "a Real-ESRGAN upscaler" if real else f"an upscale model ({model.arch})"
+    label = "a Real-ESRGAN upscaler" if real else "an upscale model"
     return f"{label} ({model.describe()})"
 
 
