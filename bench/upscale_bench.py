@@ -54,7 +54,8 @@ def write_weights(path: Path, dims: dict, seed: int = 0) -> None:
     sd = {}
     for k, v in net.state_dict().items():
         m = re.match(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$", k)
-        sd[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}" if m else f"{fixed[k.rsplit('.', 1)[0]]}.{k.rsplit('.', 1)[1]}"] = v
+        prefix, kind = k.rsplit(".", 1)
+        sd[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}" if m else f"{fixed[prefix]}.{kind}"] = v
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": sd}, path)
 

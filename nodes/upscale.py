@@ -7,9 +7,9 @@ from ..models.cache import ModelSpec
 from ..models.imageops import check_image
 from ..models.upscale import (
     ALPHA_MODES,
-    DTYPES,
     DEFAULT_TILE,
     DEFAULT_TILE_PAD,
+    DTYPES,
     MAX_TILE_BATCH,
     MIN_TILE,
     load_upscale_model,
@@ -62,7 +62,8 @@ class VisionKitUpscale:
     DESCRIPTION = ("Upscales images with an upscale model, tile by tile so that large images fit in memory; "
                    "the tiles are seamless (each reads tile_pad pixels of context and keeps only its own area). "
                    "RGBA images keep their alpha, upscaled too. outscale resizes the network's result to any "
-                   "factor, like Real-ESRGAN's --outscale. What cannot fit in free memory is refused up front with an estimate.")
+                   "factor, like Real-ESRGAN's --outscale. What cannot fit in free memory is refused up front with "
+                   "an estimate.")
     CATEGORY = f"{CATEGORY}/upscale"
     FUNCTION = "upscale"
     RETURN_TYPES = ("IMAGE",)

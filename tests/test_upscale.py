@@ -11,12 +11,16 @@ import pytest
 import torch
 from PIL import Image
 from vk_testing import basicsr_ref, import_pack, tiny_upscale
-from vk_testing.tiny_upscale import REAL_ESRGAN, UPSCALE_FIXTURES
+from vk_testing.tiny_upscale import (
+    REAL_ESRGAN,
+    UPSCALE_FIXTURES,
+    fixture_path,
+    spandrel_call,
+)
 
 import_pack()
-from visionkit_pack.models import host, imageops
+from visionkit_pack.models import host, imageops, upscale_tiles
 from visionkit_pack.models import upscale as U
-from visionkit_pack.models import upscale_tiles
 
 FIXTURES = UPSCALE_FIXTURES
 OTHERS = [n for n in FIXTURES if n not in REAL_ESRGAN]
@@ -24,33 +28,12 @@ TOL_SEAM = 2 / 255
 TOL_PARITY = 1 / 255
 
 
-def fixture_path(models_dir, name):
-    return str(models_dir / "upscale_models" / name)
+smooth_image = tiny_upscale.smooth_image
 
 
 @pytest.fixture(scope="module")
 def RealESRGANer():
     return basicsr_ref.realesrganer()
-
-
-def test_image(h, w, c=3, b=1, seed=0):
-    """A smooth-ish random image that survives uint8 round trips (values on the 1/255 grid)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(b, c, h, w, generator=g)
-    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-    return (x.permute(0, 2, 3, 1) * 255).round().div(255).contiguous()
-
-
-test_image.__test__ = False  # a helper, not a test
-
-
-def spandrel_call(sd, image):
-    """spandrel's own full-image call on the same weights (its loader, its padding), image by image."""
-    import spandrel
-
-    desc = spandrel.ModelLoader().load_from_state_dict(dict(sd)).eval()
-    with torch.no_grad():
-        return torch.cat([desc(image[i:i + 1].permute(0, 3, 1, 2)).permute(0, 2, 3, 1) for i in range(len(image))])
 
 
 def plain_forward(model, image):
@@ -74,140 +57,6 @@ def reference(RealESRGANer, sd, tmp_path, rgb_or_rgba, **kw):
 
 def max_level_diff(a, b) -> int:
     return int(np.abs(imageops.to_uint8(a).astype(int) - imageops.to_uint8(b).astype(int)).max())
-
-
-# ---------------------------------------------------------------- fixtures, loader and architecture detection
-@pytest.mark.parametrize("name", FIXTURES)
-def test_fixture_outputs_span_the_range(pack, models_dir, name):
-    """A tolerance of one level means something only if the outputs use the range (issue 21: the first tiny
-    RRDBNets gave 0 .. 0.067, a third of it clamped to 0)."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    out = U.upscale_image(spec, test_image(40, 52, seed=1), tile=0)
-    lo, hi = float(out.quantile(0.02)), float(out.quantile(0.98))
-    assert hi - lo > 0.4 and lo < 0.3 and hi > 0.7, (name, lo, hi)  # the test image itself spans ~0.25 .. 0.75
-    assert float((out == 0).float().mean()) < 0.1 and float((out == 1).float().mean()) < 0.1, name
-
-
-def test_loader_detects_every_fixture(pack, models_dir):
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.nodes.upscale import VisionKitUpscaleModelLoader
-
-    for name, (arch, scale) in FIXTURES.items():
-        (spec,) = VisionKitUpscaleModelLoader().load(name, "auto")
-        assert spec.kind == "upscale"
-        with get_cache().use_entry(spec) as entry:
-            model = entry.value
-            assert (model.arch, model.scale, entry.meta["scale"]) == (arch, scale, scale), name
-            assert U.network_scale(model) == scale
-            assert next(model.parameters()).dtype == torch.float32  # auto on CPU
-            assert entry.meta["licence"] == U.LICENCES[arch]
-    # Real-ESRGAN x2 pixel-unshuffles its input: sizes go to a multiple of 2, as RealESRGANer pads them
-    _, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
-    assert U.input_multiple(entry.value) == 2
-
-
-def test_variants_are_read_from_tensors_not_names(tmp_path):
-    """Real-ESRGAN x1 (16x unshuffled input), 3 blocks, compact x3, old-layout ESRGAN with 6 blocks;
-    the names say nothing or the wrong thing."""
-    from safetensors.torch import save_file
-
-    cases = {
-        "x4_but_really_x1.pth": ({"params_ema": tiny_upscale.real_esrgan_keys(
-            tiny_upscale.tiny_esrgan(1, num_blocks=3).state_dict())}, ("ESRGAN", 1, "3 blocks")),
-        "anime_6B_lookalike.safetensors": (tiny_upscale.tiny_esrgan(4, num_blocks=6, nf=12).state_dict(),
-                                           ("ESRGAN", 4, "6 blocks, 12 features")),
-        "x3.pth": ({"params": tiny_upscale.tiny_compact(3, num_conv=2, num_feat=6).state_dict()},
-                   ("Compact", 3, "6nf, 2nc")),
-    }
-    for name, (sd, (arch, scale, words)) in cases.items():
-        path = tmp_path / name
-        if name.endswith(".safetensors"):
-            save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-        else:
-            torch.save(sd, path)
-        spec, entry = U.load_upscale_model(str(path))
-        assert (entry.value.arch, entry.meta["scale"]) == (arch, scale) and words in entry.meta["arch"], entry.meta
-        out = U.upscale_image(spec, test_image(12, 16), tile=0)
-        assert out.shape == (1, 12 * scale, 16 * scale, 3)
-
-
-def _save(path, sd):
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import save_file
-
-        save_file(sd, str(path))
-    else:
-        torch.save(sd, path)
-
-
-def test_foreign_files_get_a_clear_message(tmp_path):
-    sam = {"image_encoder.patch_embed.proj.weight": torch.zeros(8, 3, 16, 16),
-           "image_encoder.blocks.0.attn.qkv.weight": torch.zeros(24, 8),
-           "prompt_encoder.point_embeddings.0.weight": torch.zeros(1, 8),
-           "mask_decoder.iou_token.weight": torch.zeros(1, 8)}
-    sd15 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
-            "first_stage_model.encoder.conv_in.weight": torch.zeros(4, 3, 3, 3)}
-    dino = {"transformer.encoder.layers.0.self_attn.value_proj.weight": torch.zeros(4, 4),
-            "backbone.0.patch_embed.proj.weight": torch.zeros(4, 3, 4, 4)}
-    for name, sd, what in (("sam_vit_b.pth", sam, "SAM"), ("RealESRGAN_x4plus.pth", sd15, "Stable Diffusion"),
-                           ("4x-UltraSharp.pth", dino, "Grounding DINO"),
-                           ("weird.safetensors", {"foo.weight": torch.zeros(2, 2)}, "unknown model")):
-        _save(tmp_path / name, sd)
-        with pytest.raises(U.UpscaleModelError) as ei:
-            U.load_upscale_model(str(tmp_path / name))
-        msg = str(ei.value)
-        assert name in msg and "not an upscale model" in msg and what in msg and "upscale_models" in msg, msg
-
-
-def test_detected_but_wrong_weights_and_non_upscalers_are_explained(tmp_path):
-    sd = tiny_upscale.real_esrgan_keys(tiny_upscale.tiny_esrgan(4).state_dict())
-    sd["conv_hr.weight"] = sd["conv_hr.weight"][:, :4].contiguous()  # a damaged / foreign variant
-    _save(tmp_path / "broken.pth", sd)
-    with pytest.raises(U.UpscaleModelError, match="broken.pth looks like a ESRGAN model but its weights do not fit"):
-        U.load_upscale_model(str(tmp_path / "broken.pth"))
-
-
-def test_extra_arches_are_left_out_by_name(tmp_path, monkeypatch):
-    """An architecture of spandrel_extra_arches (non-commercial) in spandrel's global registry, as ComfyUI adds
-    them when installed: VisionKit names it and refuses it instead of running it."""
-    import spandrel
-
-    class NonCommercialArch(spandrel.Architecture):
-        def __init__(self):
-            super().__init__(id="FakeNC", name="FakeNC", detect=lambda sd: "fake_nc.weight" in sd)
-
-        def load(self, state_dict):
-            raise AssertionError("must not be built")
-
-    registry = spandrel.MAIN_REGISTRY.copy()
-    registry.add(spandrel.ArchSupport.from_architecture(NonCommercialArch()))
-    monkeypatch.setattr(spandrel, "MAIN_REGISTRY", registry)
-    _save(tmp_path / "nc.pth", {"fake_nc.weight": torch.zeros(2, 2)})
-    with pytest.raises(U.UpscaleModelError, match="FakeNC model, an architecture of spandrel_extra_arches"):
-        U.load_upscale_model(str(tmp_path / "nc.pth"))
-    assert [a for a in U.core_architectures() if a.architecture.id == "FakeNC"] == []
-
-
-class Payload:
-    def __reduce__(self):
-        return (print, ("unpickled!",))
-
-
-def test_pickled_object_pth_is_refused_by_the_loader(tmp_path):
-    sd = tiny_upscale.tiny_compact(2).state_dict()
-    torch.save({"params": sd, "extra": Payload()}, tmp_path / "pickled.pth")
-    with pytest.raises(U.UpscaleModelError, match="pickled Python objects"):
-        U.load_upscale_model(str(tmp_path / "pickled.pth"))
-
-
-def test_dtype_follows_what_the_architecture_supports(pack, models_dir):
-    _, swinir = U.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "fp16")
-    assert next(swinir.value.parameters()).dtype == torch.float32  # spandrel: SwinIR does not run in fp16
-    _, esrgan = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"), "bf16")
-    assert next(esrgan.value.parameters()).dtype == torch.bfloat16
-    assert U.pick_dtype("auto", torch.device("cpu"), esrgan.value) == torch.float32
-    with pytest.raises(U.UpscaleModelError, match="dtype 'int8'"):
-        U.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "int8")
 
 
 # ---------------------------------------------------------------- tile plan
@@ -254,7 +103,7 @@ def test_untiled_equals_spandrel_call(pack, models_dir, name):
     sd = U.load_state_dict(fixture_path(models_dir, name))
     sizes = [(20, 28), (12, 8)] if name == "tiny_RealESRGAN_x2plus.pth" else [(37, 51), (13, 6)]
     for h, w in sizes:
-        img = test_image(h, w, b=2, seed=h)
+        img = smooth_image(h, w, b=2, seed=h)
         out = U.upscale_image(spec, img, tile=0)
         assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
         torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
@@ -263,7 +112,7 @@ def test_untiled_equals_spandrel_call(pack, models_dir, name):
 @pytest.mark.parametrize("name", FIXTURES)
 def test_tiled_is_seamless_with_default_pad(pack, models_dir, name):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    img = test_image(70, 90)
+    img = smooth_image(70, 90)
     full = U.upscale_image(spec, img, tile=0)
     tiled = U.upscale_image(spec, img, tile=32)  # default tile_pad; a 3 x 3 grid of 64-px windows
     assert (tiled - full).abs().max() <= TOL_SEAM
@@ -278,7 +127,7 @@ def test_tiled_matches_spandrel_call_on_odd_sizes(pack, models_dir, name):
     windows that are no multiple of the attention window, padded inside the network)."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(45, 61, seed=8)
+    img = smooth_image(45, 61, seed=8)
     ours = U.upscale_image(spec, img, tile=32, tile_pad=16, tile_batch=3)
     assert max_level_diff(ours, spandrel_call(sd, img)) <= 1
 
@@ -287,7 +136,7 @@ def test_tiled_matches_spandrel_call_on_odd_sizes(pack, models_dir, name):
 def test_tiles_are_exact_when_pad_covers_the_receptive_field(pack, models_dir, name):
     """SRVGG (3 + 2 convs of 3x3) sees 5 px around: with pad >= 5 tiling must not change a thing."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    img = test_image(45, 61, b=2)
+    img = smooth_image(45, 61, b=2)
     full = U.upscale_image(spec, img, tile=0)
     for tile, pad, batch in ((32, 5, 1), (16, 8, 3), (40, 6, 64)):
         out = U.upscale_image(spec, img, tile=tile, tile_pad=pad, tile_batch=batch)
@@ -299,7 +148,7 @@ def test_tiles_are_exact_when_pad_covers_the_receptive_field(pack, models_dir, n
 def test_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, tile):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(70, 90, seed=3)
+    img = smooth_image(70, 90, seed=3)
     scale = FIXTURES[name][1]
     ref = reference(RealESRGANer, sd, tmp_path, img, tile=tile, tile_pad=10, outscale=scale)
     ours = U.upscale_image(spec, img, tile=tile, tile_pad=10)
@@ -313,7 +162,7 @@ def test_parity_with_prepad_odd_sizes_and_outscale(pack, models_dir, tmp_path, R
     fixtures whose output spans 0..1, so that a wrong padding mode (symmetric for reflect) shows."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(37, 51, seed=4)
+    img = smooth_image(37, 51, seed=4)
     for pre_pad, outscale in ((10, None), (0, 2.5), (3, 1.3)):
         scale = FIXTURES[name][1]
         ref = reference(RealESRGANer, sd, tmp_path, img, tile=16, tile_pad=10, pre_pad=pre_pad,
@@ -330,7 +179,7 @@ def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer,
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
     scale = FIXTURES[name][1]
-    img = test_image(41, 53, c=4, seed=5)  # odd: x2 pads to even
+    img = smooth_image(41, 53, c=4, seed=5)  # odd: x2 pads to even
     ref = reference(RealESRGANer, sd, tmp_path, img, tile=24, tile_pad=10, outscale=scale,
                     alpha_upsampler=upsampler)
     ours = U.upscale_image(spec, img, tile=24, tile_pad=10, alpha_mode=alpha_mode)
@@ -345,7 +194,7 @@ def test_size_rules_pad_windows_not_the_picture(pack, models_dir):
     assert entry.value.minimum == 16
     sd = U.load_state_dict(fixture_path(models_dir, "renamed_upscaler.safetensors"))
     for h, w in ((1, 1), (5, 7), (16, 3)):
-        img = test_image(h, w, seed=h + w)
+        img = smooth_image(h, w, seed=h + w)
         out = U.upscale_image(spec, img, tile=8, tile_pad=2)
         assert out.shape == (1, 4 * h, 4 * w, 3)
         torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
@@ -354,7 +203,7 @@ def test_size_rules_pad_windows_not_the_picture(pack, models_dir):
 # ---------------------------------------------------------------- engine behaviour
 def test_batch_equals_image_by_image(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
-    img = test_image(30, 34, b=3, seed=6)
+    img = smooth_image(30, 34, b=3, seed=6)
     batch = U.upscale_image(spec, img, tile=16, tile_pad=8, tile_batch=5)
     for i in range(3):
         one = U.upscale_image(spec, img[i:i + 1], tile=16, tile_pad=8, tile_batch=1)
@@ -363,7 +212,7 @@ def test_batch_equals_image_by_image(pack, models_dir):
 
 def test_rgba_keeps_alpha_upscaled_each_way(pack, models_dir):
     spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
-    img = test_image(24, 20, c=4, seed=7)
+    img = smooth_image(24, 20, c=4, seed=7)
     rgb = U.upscale_image(spec, img[..., :3], tile=0)
     for mode in ("network", "bicubic", "bilinear"):
         out = U.upscale_image(spec, img, tile=16, tile_pad=8, alpha_mode=mode)
@@ -385,17 +234,17 @@ def test_rgba_keeps_alpha_upscaled_each_way(pack, models_dir):
                                             (100, 3, 1.15), (64, 64, 4.0)])
 def test_outscale_size_math_like_realesrgan(pack, models_dir, h, w, outscale):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
-    out = U.upscale_image(spec, test_image(h, w), tile=0, outscale=outscale)
+    out = U.upscale_image(spec, smooth_image(h, w), tile=0, outscale=outscale)
     assert out.shape == (1, int(h * outscale), int(w * outscale), 3)  # Real-ESRGAN: int(), not round()
     assert 0 <= float(out.min()) and float(out.max()) <= 1
     assert U.output_size(100, 3, 1.15) == (114, 3)  # 100 * 1.15 = 114.99999999999999
     with pytest.raises(U.UpscaleInputError, match="larger outscale"):
-        U.upscale_image(spec, test_image(4, 4), tile=0, outscale=0.1)
+        U.upscale_image(spec, smooth_image(4, 4), tile=0, outscale=0.1)
 
 
 def test_bad_engine_options_are_explained(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "nested/tiny_srvgg_x2.pth"))
-    img = test_image(8, 8)
+    img = smooth_image(8, 8)
     for kw, msg in (({"tile": -1}, "must be >= 0"), ({"tile_pad": -3}, "must be >= 0"),
                     ({"alpha_mode": "magic"}, "not one of network"), ({"outscale": -2.0}, "positive number")):
         with pytest.raises(U.UpscaleInputError, match=msg):
@@ -407,7 +256,7 @@ def test_bad_engine_options_are_explained(pack, models_dir):
 def test_tiny_images_and_pads_longer_than_the_image(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
     for h, w in ((1, 1), (1, 5), (3, 2)):
-        img = test_image(h, w)
+        img = smooth_image(h, w)
         out = U.upscale_image(spec, img, tile=32, tile_pad=16, pre_pad=10)
         assert out.shape == (1, 2 * h, 2 * w, 3) and torch.isfinite(out).all()
 
@@ -418,7 +267,7 @@ def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
     spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
     before = {k: v.clone() for k, v in entry.value.module.state_dict().items()}
     training = entry.value.module.training
-    U.upscale_image(spec, test_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
+    U.upscale_image(spec, smooth_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
     with get_cache().use(spec) as net:
         after = net.module.state_dict()
         assert net is entry.value and net.module.training == training
@@ -429,7 +278,7 @@ def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
 
 def test_progress_reports_once_per_tile(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
-    img = test_image(70, 90, c=4, b=2)
+    img = smooth_image(70, 90, c=4, b=2)
     tile, pad = 32, 8
     ny = U.plan_axis(70, tile, pad, 2).count
     nx = U.plan_axis(90, tile, pad, 2).count
@@ -448,7 +297,7 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
         pass
 
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
-    img = test_image(64, 64)
+    img = smooth_image(64, 64)
     want = U.upscale_image(spec, img, tile=32, tile_pad=8)
     checks = {"n": 0}
 
@@ -474,7 +323,7 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
 def test_memory_precheck_refuses_with_an_estimate(pack, models_dir, monkeypatch):
     """What cannot fit in free memory is refused before any work, with the estimate and what to change."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"))
-    img = test_image(64, 64, b=2)
+    img = smooth_image(64, 64, b=2)
     want_out = 2 * 256 * 256 * 3 * 4
     free = {"cpu": want_out // 2}
     monkeypatch.setattr(upscale_tiles, "available_bytes", lambda device: free["cpu"])
@@ -504,7 +353,7 @@ def test_half_precision_network_runs_and_returns_float32(pack, models_dir):
 
     half = copy.deepcopy(entry.value)
     half.descriptor.half()
-    img = test_image(16, 20)
+    img = smooth_image(16, 20)
     try:
         out = U.upscale_tensor(half, img, tile=8, tile_pad=5)
     except RuntimeError as ex:  # a torch build without fp16 CPU convolutions
@@ -542,7 +391,7 @@ def test_node_runs_loader_output_and_explains_bad_model_input(pack):
     )
 
     (spec,) = VisionKitUpscaleModelLoader().load("tiny_RealESRGAN_x2plus.pth", "auto")
-    img = test_image(21, 33, c=4, b=2)
+    img = smooth_image(21, 33, c=4, b=2)
     (out,) = VisionKitUpscale().upscale(spec, img, outscale=0.0, tile_size=32, tile_pad=16)
     assert out.shape == (2, 42, 66, 4)
     (out,) = VisionKitUpscale().upscale(spec, img[..., :3], outscale=3.0, tile_size=0, tile_pad=16,
@@ -558,7 +407,7 @@ def test_core_nodes_load_upscale_save(pack, tmp_path):
     """LoadImage -> VisionKitUpscale -> SaveImage, API format, with the core nodes' stand-ins."""
     from vk_testing.runner import WorkflowError, WorkflowRunner
 
-    src = imageops.to_uint8(test_image(24, 40, seed=9))[0]
+    src = imageops.to_uint8(smooth_image(24, 40, seed=9))[0]
     Image.fromarray(src).save(tmp_path / "photo.png")
     wf = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png", "upload": "image"}},

@@ -141,3 +141,25 @@ def upscale_models(root: Path) -> None:
     _save_pth(tiny_esrgan(4, seed=4).state_dict(), d / "tiny_4x-UltraSharp-oldlayout.pth")  # plain, old keys
     _save_pth(tiny_swinir(2).state_dict(), d / "tiny_SwinIR_x2.pth", wrap="params")
     _save_safetensors(tiny_hat(4).state_dict(), d / "renamed_upscaler.safetensors")
+
+
+# ---------------------------------------------------------------- helpers of the upscale tests
+def fixture_path(models_dir, name) -> str:
+    return str(models_dir / "upscale_models" / name)
+
+
+def smooth_image(h, w, c=3, b=1, seed=0):
+    """A smooth-ish random IMAGE that survives uint8 round trips (values on the 1/255 grid)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, c, h, w, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    return (x.permute(0, 2, 3, 1) * 255).round().div(255).contiguous()
+
+
+def spandrel_call(sd, image):
+    """spandrel's own full-image call on the same weights (its loader, its padding), image by image."""
+    import spandrel
+
+    desc = spandrel.ModelLoader().load_from_state_dict(dict(sd)).eval()
+    with torch.no_grad():
+        return torch.cat([desc(image[i:i + 1].permute(0, 3, 1, 2)).permute(0, 2, 3, 1) for i in range(len(image))])
