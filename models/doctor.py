@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 PACKAGES = ("torch", "torchvision", "torchaudio", "diffusers", "transformers", "safetensors", "accelerate",
-            "segment-anything", "realesrgan", "basicsr", "insightface", "onnxruntime", "onnxruntime-gpu",
+            "segment-anything", "spandrel", "insightface", "onnxruntime", "onnxruntime-gpu",
             "open_clip_torch", "opencv-python", "opencv-python-headless", "numpy", "Pillow")
 
 
@@ -109,16 +109,11 @@ def check_opencv(v: dict, has_display: bool) -> list[Finding]:
     return []
 
 
-def check_basicsr() -> list[Finding]:
-    if not version("basicsr"):
-        return [Finding("error", "basicsr is not installed (Real-ESRGAN needs it)", "pip install basicsr realesrgan")]
-    try:
-        importlib.import_module("torchvision.transforms.functional_tensor")
-        return []
-    except ImportError:
-        return [Finding("ok", "basicsr imports torchvision.transforms.functional_tensor, which this torchvision "
-                              "removed; VisionKit registers a replacement before importing it (other packs may "
-                              "still fail at 'import basicsr')")]
+def check_spandrel() -> list[Finding]:
+    """Upscaling runs on spandrel (ComfyUI installs it with its own requirements); basicsr is no longer needed."""
+    if not version("spandrel"):
+        return [Finding("error", "spandrel is not installed (VisionKit's upscale loader needs it)", "pip install spandrel")]
+    return []
 
 
 def check_imports(names=("diffusers", "transformers", "segment_anything", "insightface", "onnxruntime",
@@ -162,7 +157,7 @@ def diagnose(has_display: bool | None = None) -> list[Finding]:
     v = versions()
     if has_display is None:
         has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform != "linux")
-    findings = check_torch_trio(v) + check_onnxruntime(v) + check_opencv(v, has_display) + check_basicsr()
+    findings = check_torch_trio(v) + check_onnxruntime(v) + check_opencv(v, has_display) + check_spandrel()
     if (iv := v.get("insightface")) and _base(iv) < (2, 0):
         findings.append(Finding("warn", f"insightface {iv} needs a C++ compiler to install; 2.x is a pure wheel",
                                 "pip install -U 'insightface>=2.0'"))

@@ -69,7 +69,7 @@ WHERE_TO_GET = {
     "grounding-dino": "groundingdino_swint_ogc.pth with its BERT tokenizer files, or a transformers folder",
     "insightface": "a pack folder such as antelopev2/ or buffalo_l/ holding its .onnx files",
     "instantid": "InstantID ip-adapter.bin (InstantX/InstantID, non-commercial licence)",
-    "upscale_models": "a Real-ESRGAN file such as RealESRGAN_x4plus.pth",
+    "upscale_models": "an upscale model such as RealESRGAN_x4plus.pth or 4x-UltraSharp.pth",
     # issue 20
     "blip": "a BLIP captioning folder such as blip-image-captioning-base/ (Salesforce/blip-image-captioning-base)",
     "dinov2": "a DINOv2 folder such as dinov2-base/ (facebook/dinov2-base)",

@@ -23,7 +23,7 @@ LOADERS = {
     "ipadapter": ("ipadapter", "VisionKit Load IP-Adapter"),
     "instantid": ("instantid", "VisionKit Load InstantID"),
     "vae": ("vae", "VisionKit Load Pipeline (SD1.5 / SDXL) as its vae_name"),
-    "upscaler": ("upscale_models", "VisionKit Load Upscale Model (Real-ESRGAN)"),
+    "upscaler": ("upscale_models", "VisionKit Load Upscale Model"),
     "grounding_dino": ("grounding-dino", "VisionKit Load Grounding DINO Model"),
     "clip": ("clip_models", "VisionKit Load CLIP Model"),
     "clip_vision": ("clip_vision", "VisionKit Load IP-Adapter as its CLIP vision encoder"),
@@ -44,13 +44,15 @@ def _contains(keys, *parts) -> bool:
 
 
 def _upscaler(sd: dict) -> str | None:
-    from .upscale import detect_arch
+    from .upscale_arch import describe_upscaler
 
     try:
-        arch = detect_arch(sd, "file")
-    except Exception:  # any other layout: not a Real-ESRGAN model (an identifier must never fail itself)
+        what = describe_upscaler(sd)
+    except Exception:  # noqa: BLE001 - spandrel missing, or a layout it trips over: an identifier never fails
         return None
-    return f"a Real-ESRGAN upscaler ({arch.describe()}): {_goes('upscaler')}"
+    if what is None:
+        return None
+    return what if "leaves it out" in what else f"{what}: {_goes('upscaler')}"
 
 
 def _ip_adapter(sd: dict, keys) -> str | None:
@@ -88,11 +90,8 @@ _RULES: list[tuple[str, Callable]] = [
     ("diffusers_unet", lambda sd, k: "a diffusers-format UNet alone (diffusion_pytorch_model.safetensors): use the "
      "whole diffusers folder, the one with model_index.json, from models/diffusers"
      if "conv_in.weight" in sd and _prefixed(k, "down_blocks.") and _prefixed(k, "time_embedding.") else None),
-    ("realesrgan", lambda sd, k: _upscaler(sd)),
-    ("upscaler", lambda sd, k: "a SwinIR/Swin2SR upscaler, which VisionKit does not run (ComfyUI's core upscale "
-     "loader does)" if _contains(k, "layers.0.residual_group") or _prefixed(k, "layers.0.blocks") else None),
-    ("upscaler", lambda sd, k: "an ESRGAN model in the old 'model.N' layout; re-save it with Real-ESRGAN key names"
-     if _prefixed(k, "model.0.") and _contains(k, ".sub.") else None),
+    # upscale models (ESRGAN in every layout, SwinIR, HAT, DAT, compact …): spandrel's core detectors
+    ("upscaler", lambda sd, k: _upscaler(sd)),
     ("grounding_dino_hf", lambda sd, k: "the weights of a transformers-format Grounding DINO folder: keep the file "
      "inside its folder with config.json and the tokenizer files, and choose the folder in 'VisionKit Load "
      "Grounding DINO Model'" if _prefixed(k, "model.backbone.conv_encoder.", "model.text_backbone.") else None),

@@ -31,8 +31,8 @@ from .vit_labels import VisionKitImageLabels, VisionKitImageLabelsLoader  # noqa
 _NODES = [
     # (class, display name)
     (VisionKitPipelineLoader, "Load Pipeline (SD1.5 / SDXL)"),
-    (VisionKitUpscaleModelLoader, "Load Upscale Model (Real-ESRGAN)"),
-    (VisionKitUpscale, "Upscale Image (Real-ESRGAN)"),
+    (VisionKitUpscaleModelLoader, "Load Upscale Model"),
+    (VisionKitUpscale, "Upscale Image"),
     (VisionKitSAMLoader, "Load SAM Model"),
     (VisionKitSAMSegment, "SAM Segment"),
     (VisionKitGroundingDINOLoader, "Load Grounding DINO Model"),

@@ -1,4 +1,5 @@
-"""Real-ESRGAN nodes: the model loader and the tiled upscaler (the work is in models/upscale.py)."""
+"""Upscale nodes: the model loader (any spandrel core architecture) and the tiled upscaler (the work is in
+models/upscale*.py)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from ..models.upscale import (
     ALPHA_MODES,
     DEFAULT_TILE,
     DEFAULT_TILE_PAD,
+    DTYPES,
     MAX_TILE_BATCH,
     MIN_TILE,
     load_upscale_model,
@@ -19,20 +21,24 @@ from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
 class VisionKitUpscaleModelLoader:
-    DESCRIPTION = ("Loads a Real-ESRGAN model (RRDBNet or SRVGGNetCompact: x4plus, x2plus, anime_6B, "
-                   "general-x4v3, animevideov3 …). The architecture and scale are read from the weights.")
+    DESCRIPTION = ("Loads an upscale model of any architecture spandrel's core package knows (as ComfyUI's own "
+                   "loader does): Real-ESRGAN (x4plus, x2plus, anime_6B, general-x4v3 …), ESRGAN in the old layout "
+                   "(4x-UltraSharp and most community models), SwinIR, Swin2SR, HAT, DAT, OmniSR, SPAN, compact, "
+                   "1x restoration models. The architecture and scale are read from the weights, never the name.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("VK_UPSCALE_MODEL",)
     RETURN_NAMES = ("upscale_model",)
-    OUTPUT_TOOLTIPS = ("The Real-ESRGAN model, for VisionKit Upscale.",)
+    OUTPUT_TOOLTIPS = ("The upscale model, for VisionKit Upscale.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": model_combo("upscale_models", "The Real-ESRGAN weights (.pth or .safetensors)."),
-            "dtype": (["auto", "fp32", "fp16"], {"default": "auto",
-                                                 "tooltip": "auto: fp16 on CUDA, fp32 on CPU."}),
+            "model_name": model_combo("upscale_models", "The upscale model weights (.pth or .safetensors)."),
+            "dtype": (list(DTYPES), {"default": "auto",
+                                     "tooltip": "auto: fp16 on CUDA (bf16 or fp32 for architectures that cannot "
+                                                "run fp16, such as SwinIR), fp32 on CPU. A half dtype the "
+                                                "architecture does not support falls back to fp32."}),
         }}
 
     @classmethod
@@ -55,10 +61,11 @@ MAX_OUTSCALE = 16.0
 
 
 class VisionKitUpscale:
-    DESCRIPTION = ("Upscales images with a Real-ESRGAN model, tile by tile so that large images fit in memory; "
+    DESCRIPTION = ("Upscales images with an upscale model, tile by tile so that large images fit in memory; "
                    "the tiles are seamless (each reads tile_pad pixels of context and keeps only its own area). "
                    "RGBA images keep their alpha, upscaled too. outscale resizes the network's result to any "
-                   "factor, like Real-ESRGAN's --outscale.")
+                   "factor, like Real-ESRGAN's --outscale. What cannot fit in free memory is refused up front with "
+                   "an estimate.")
     CATEGORY = f"{CATEGORY}/upscale"
     FUNCTION = "upscale"
     RETURN_TYPES = ("IMAGE",)
@@ -125,8 +132,8 @@ class VisionKitUpscale:
     def upscale(self, upscale_model, image, outscale=0.0, tile_size=DEFAULT_TILE, tile_pad=DEFAULT_TILE_PAD,
                 alpha_upscale="network", tile_batch=0):
         if not isinstance(upscale_model, ModelSpec) or upscale_model.kind != "upscale":
-            raise ValueError(f"upscale_model is a {type(upscale_model).__name__}, not a Real-ESRGAN model; connect "
-                             "the output of 'VisionKit Load Upscale Model (Real-ESRGAN)'")
+            raise ValueError(f"upscale_model is a {type(upscale_model).__name__}, not an upscale model; connect "
+                             "the output of 'VisionKit Load Upscale Model'")
         msg = self.VALIDATE_INPUTS(outscale, tile_size, tile_pad, alpha_upscale, tile_batch)
         if msg is not True:
             raise ValueError(msg)

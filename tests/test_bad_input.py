@@ -358,7 +358,7 @@ CASES = [
          says=(r"not a segment-anything checkpoint.*Real-ESRGAN", r"goes in models/upscale_models")),
     Case("SAM file in the upscale loader", lambda c: c.node("VisionKitUpscaleModelLoader").load(
         c.put("upscale_models", "sam_in_upscale.pth", "sams/tiny_sam_vit.pth"), "auto"),
-         says=(r"not a Real-ESRGAN model.*SAM \(segment-anything\)", r"goes in models/sams, for 'VisionKit Load SAM Model'")),
+         says=(r"not an upscale model.*SAM \(segment-anything\)", r"goes in models/sams, for 'VisionKit Load SAM Model'")),
     Case("LoRA file in the pipeline loader", lambda c: c.node("VisionKitPipelineLoader").load(
         c.put("checkpoints", "lora_as_ckpt.safetensors", "loras/for-tiny-sd15.safetensors"), "auto",
         "(from checkpoint)"), says=(r"LoRA", r"loras")),

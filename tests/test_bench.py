@@ -76,7 +76,8 @@ def test_smoke_run_writes_results_and_table(harness, models_dir, tmp_path, capsy
     assert "cached 0 opens" in wf_row["notes"] and "(each by one load)" in wf_row["notes"], wf_row["notes"]
     assert by_name["Workflow bench_upscale: peak RSS"]["unit"] == "MB"
     for goal_name in ("Pack import time beyond torch", "SAM 8 boxes vs 1 box on one image",
-                      "Real-ESRGAN tiled vs RealESRGANer.enhance, time", "Real-ESRGAN peak memory growth, 4× area vs 1×",
+                      "Upscale node vs ComfyUI core ImageUpscaleWithModel, time", "Upscale peak memory growth, 4× area vs 1×",
+                      "Upscale model load vs ComfyUI core UpscaleModelLoader", "Upscale peak memory vs ComfyUI core, 4× area",
                       "LCM 4 steps vs 25 steps of the default scheduler",
                       "LCM Sampler node vs bare diffusers pipeline call"):
         assert by_name[goal_name]["ok"] in (True, False) and by_name[goal_name]["goal"] != "—"

@@ -176,7 +176,7 @@ def test_wrong_kind_of_file_fails_the_node_not_the_server(comfy):  # noqa: F811
     hist = comfy.run_prompt(cache_prompt(name), expect_success=False)
     assert hist["status"]["status_str"] == "error"
     text = all_strings(hist["status"]["messages"])
-    assert "is not a Real-ESRGAN model" in text and "SAM" in text, text[:3000]
+    assert "is not an upscale model" in text and "SAM" in text, text[:3000]
     # what the page shows above the message: a short, stable type, not the pack folder's path
     (error,) = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"]
     assert error["exception_type"] == "visionkit.UpscaleModelError", error["exception_type"]

@@ -117,7 +117,7 @@ def test_execution_error_arrives_over_the_websocket(comfy, tmp_path):  # noqa: F
         job.wait(timeout=120)
     e = info.value
     assert e.node_id == "2" and e.node_type == "VisionKitUpscaleModelLoader"
-    assert "is not a Real-ESRGAN model" in e.exception_message and "SAM" in e.exception_message
+    assert "is not an upscale model" in e.exception_message and "SAM" in e.exception_message
     assert "execution_error" in job.events
 
 

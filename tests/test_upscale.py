@@ -1,5 +1,7 @@
-"""Real-ESRGAN: loader arch detection, the tiled upscale engine (seamless, batched, alpha, outscale,
-progress, cancel) compared with RealESRGANer on the same tiny weights, and the VisionKitUpscale node."""
+"""Upscaling through spandrel: loader detection (every architecture family, odd names, foreign files, dtype), the
+tiled engine (seamless, batched, alpha, outscale, size rules, memory pre-check, progress, cancel) compared with
+RealESRGANer on Real-ESRGAN files and with spandrel's own full-image call on every other architecture, on the
+same tiny weights, and the VisionKitUpscale node."""
 from __future__ import annotations
 
 import itertools
@@ -8,60 +10,43 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vk_testing import import_pack, tiny_models
+from vk_testing import basicsr_ref, import_pack, tiny_upscale
+from vk_testing.tiny_upscale import (
+    REAL_ESRGAN,
+    UPSCALE_FIXTURES,
+    fixture_path,
+    spandrel_call,
+)
 
 import_pack()
-from visionkit_pack.models import host, imageops
+from visionkit_pack.models import host, imageops, upscale_tiles
 from visionkit_pack.models import upscale as U
 
-# fixture file -> (arch, scale, blocks/convs, features) as tiny_models builds them
-FIXTURES = {
-    "tiny_RealESRGAN_x4plus.pth": ("RRDBNet", 4, 2, 8),
-    "tiny_RealESRGAN_x2plus.pth": ("RRDBNet", 2, 2, 8),
-    "tiny_realesr-general-x4v3.safetensors": ("SRVGGNetCompact", 4, 3, 8),
-    "nested/tiny_srvgg_x2.pth": ("SRVGGNetCompact", 2, 3, 8),
-}
+FIXTURES = UPSCALE_FIXTURES
+OTHERS = [n for n in FIXTURES if n not in REAL_ESRGAN]
 TOL_SEAM = 2 / 255
 TOL_PARITY = 1 / 255
 
 
-def fixture_path(models_dir, name):
-    return str(models_dir / "upscale_models" / name)
+smooth_image = tiny_upscale.smooth_image
 
 
 @pytest.fixture(scope="module")
 def RealESRGANer():
-    from visionkit_pack.models.compat import ensure_basicsr_importable
-
-    ensure_basicsr_importable()
-    from realesrgan import RealESRGANer
-
-    return RealESRGANer
+    return basicsr_ref.realesrganer()
 
 
-def test_image(h, w, c=3, b=1, seed=0):
-    """A smooth-ish random image that survives uint8 round trips (values on the 1/255 grid)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(b, c, h, w, generator=g)
-    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-    return (x.permute(0, 2, 3, 1) * 255).round().div(255).contiguous()
-
-
-test_image.__test__ = False  # a helper, not a test
-
-
-def plain_forward(net, image):
+def plain_forward(model, image):
     with torch.no_grad():
-        return net(image.permute(0, 3, 1, 2)).clamp(0, 1).permute(0, 2, 3, 1)
+        return model(image.permute(0, 3, 1, 2)).clamp(0, 1).permute(0, 2, 3, 1)
 
 
-def reference(RealESRGANer, net_file, sd, tmp_path, rgb_or_rgba, **kw):
+def reference(RealESRGANer, sd, tmp_path, rgb_or_rgba, **kw):
     """RealESRGANer.enhance on the same weights, loaded from a file by RealESRGANer itself."""
     ref_path = tmp_path / "ref_weights.pth"
     torch.save({"params": sd}, ref_path)  # RealESRGANer wants params / params_ema in a .pth
-    arch = U.detect_arch(sd)
-    model = U.build_network(arch)
-    up = RealESRGANer(scale=arch.scale, model_path=str(ref_path), model=model, tile=kw.pop("tile"),
+    model, scale = basicsr_ref.basicsr_network(sd)
+    up = RealESRGANer(scale=scale, model_path=str(ref_path), model=model, tile=kw.pop("tile"),
                       tile_pad=kw.pop("tile_pad"), pre_pad=kw.pop("pre_pad", 0), half=False, device="cpu")
     a = imageops.to_uint8(rgb_or_rgba[0])
     bgr = np.ascontiguousarray(a[..., [2, 1, 0, 3]] if a.shape[-1] == 4 else a[..., ::-1])
@@ -70,83 +55,8 @@ def reference(RealESRGANer, net_file, sd, tmp_path, rgb_or_rgba, **kw):
     return imageops.from_uint8(np.ascontiguousarray(rgb))[None]
 
 
-# ---------------------------------------------------------------- loader and architecture detection
-def test_loader_detects_every_fixture(pack, models_dir):
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.nodes.upscale import VisionKitUpscaleModelLoader
-
-    for name, (arch, scale, blocks, feat) in FIXTURES.items():
-        sd = U.load_state_dict(fixture_path(models_dir, name))
-        a = U.detect_arch(sd, name)
-        assert (a.arch, a.scale, a.num_block, a.num_feat) == (arch, scale, blocks, feat), name
-        (spec,) = VisionKitUpscaleModelLoader().load(name, "auto")
-        assert spec.kind == "upscale"
-        with get_cache().use_entry(spec) as entry:
-            assert entry.meta["scale"] == scale and U.network_scale(entry.value) == scale
-            assert type(entry.value).__name__ == arch
-            assert next(entry.value.parameters()).dtype == torch.float32  # auto on CPU
-
-
-def test_variants_are_read_from_tensors_not_names(tmp_path):
-    """Any RRDBNet / SRVGGNetCompact variant: x1 RRDB, 3 blocks, relu SRVGG, x3 SRVGG; names say nothing."""
-    from visionkit_pack.models.compat import import_basicsr_archs
-
-    _, SRVGG = import_basicsr_archs()
-    cases = {
-        "x4_but_really_x1.pth": (tiny_models.tiny_rrdbnet(1, num_block=3), ("RRDBNet", 1, 3, 8)),
-        "anime_6B_lookalike.safetensors": (tiny_models.tiny_rrdbnet(4, num_block=6, num_feat=12),
-                                           ("RRDBNet", 4, 6, 12)),
-        "relu.pth": (SRVGG(num_in_ch=3, num_out_ch=3, num_feat=6, num_conv=2, upscale=3, act_type="relu"),
-                     ("SRVGGNetCompact", 3, 2, 6)),
-    }
-    for name, (net, want) in cases.items():
-        path = tmp_path / name
-        if name.endswith(".safetensors"):
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-        else:
-            torch.save({"params_ema": net.state_dict()}, path)
-        spec, entry = U.load_upscale_model(str(path))
-        a = entry.meta
-        assert a["scale"] == want[1] and a["arch"].startswith(f"{want[0]} x{want[1]}, {want[2]} "), (name, a)
-        img = test_image(12, 16)
-        out = U.upscale_image(spec, img, tile=0)
-        assert out.shape == (1, 12 * want[1], 16 * want[1], 3)
-
-
-def test_foreign_files_get_a_clear_message(tmp_path):
-    sam = {"image_encoder.patch_embed.proj.weight": torch.zeros(8, 3, 16, 16),
-           "image_encoder.blocks.0.attn.qkv.weight": torch.zeros(24, 8),
-           "prompt_encoder.point_embeddings.0.weight": torch.zeros(1, 8),
-           "mask_decoder.iou_token.weight": torch.zeros(1, 8)}
-    swinir = {"conv_first.weight": torch.zeros(8, 3, 3, 3), "layers.0.residual_group.blocks.0.norm1.weight":
-              torch.zeros(8), "conv_last.weight": torch.zeros(3, 8, 3, 3)}
-    for name, sd, what in (("sam_vit_b.pth", sam, "SAM"), ("RealESRGAN_x4plus.pth", swinir, "SwinIR"),
-                           ("weird.safetensors", {"foo.weight": torch.zeros(2, 2)}, "unknown model")):
-        path = tmp_path / name
-        if name.endswith(".safetensors"):
-            from safetensors.torch import save_file
-
-            save_file(sd, str(path))
-        else:
-            torch.save(sd, path)
-        with pytest.raises(U.UpscaleModelError) as ei:
-            U.load_upscale_model(str(path))
-        msg = str(ei.value)
-        assert "not a Real-ESRGAN model" in msg and what in msg and "upscale_models" in msg, msg
-
-
-class Payload:
-    def __reduce__(self):
-        return (print, ("unpickled!",))
-
-
-def test_pickled_object_pth_is_refused_by_the_loader(tmp_path):
-    sd = tiny_models.tiny_srvgg(2).state_dict()
-    torch.save({"params": sd, "extra": Payload()}, tmp_path / "pickled.pth")
-    with pytest.raises(U.UpscaleModelError, match="pickled Python objects"):
-        U.load_upscale_model(str(tmp_path / "pickled.pth"))
+def max_level_diff(a, b) -> int:
+    return int(np.abs(imageops.to_uint8(a).astype(int) - imageops.to_uint8(b).astype(int)).max())
 
 
 # ---------------------------------------------------------------- tile plan
@@ -185,18 +95,24 @@ def test_tile_count_is_the_least_for_that_window():
 
 # ---------------------------------------------------------------- engine vs references
 @pytest.mark.parametrize("name", FIXTURES)
-def test_untiled_equals_plain_forward(pack, models_dir, name):
-    spec, entry = U.load_upscale_model(fixture_path(models_dir, name))
-    img = test_image(20, 28, b=2)
-    out = U.upscale_image(spec, img, tile=0)
-    assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
-    torch.testing.assert_close(out, plain_forward(entry.value, img), atol=1e-6, rtol=0)
+def test_untiled_equals_spandrel_call(pack, models_dir, name):
+    """tile 0 is spandrel's own full-image call on the same weights, padding to the size rules included (odd
+    sizes; sizes under SwinIR's / HAT's minimum). Real-ESRGAN x2 follows RealESRGANer's pad to 2 where
+    spandrel pads to 4, so it is compared at sizes that are multiples of 4 (and with RealESRGANer below)."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    sd = U.load_state_dict(fixture_path(models_dir, name))
+    sizes = [(20, 28), (12, 8)] if name == "tiny_RealESRGAN_x2plus.pth" else [(37, 51), (13, 6)]
+    for h, w in sizes:
+        img = smooth_image(h, w, b=2, seed=h)
+        out = U.upscale_image(spec, img, tile=0)
+        assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
+        torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_tiled_is_seamless_with_default_pad(pack, models_dir, name):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    img = test_image(70, 90)
+    img = smooth_image(70, 90)
     full = U.upscale_image(spec, img, tile=0)
     tiled = U.upscale_image(spec, img, tile=32)  # default tile_pad; a 3 x 3 grid of 64-px windows
     assert (tiled - full).abs().max() <= TOL_SEAM
@@ -205,64 +121,89 @@ def test_tiled_is_seamless_with_default_pad(pack, models_dir, name):
     assert (seamy - full).abs().max() > TOL_SEAM
 
 
+@pytest.mark.parametrize("name", OTHERS)
+def test_tiled_matches_spandrel_call_on_odd_sizes(pack, models_dir, name):
+    """Tiles with context give spandrel's full-image result within one level, on an odd size (SwinIR / HAT:
+    windows that are no multiple of the attention window, padded inside the network)."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    sd = U.load_state_dict(fixture_path(models_dir, name))
+    img = smooth_image(45, 61, seed=8)
+    ours = U.upscale_image(spec, img, tile=32, tile_pad=16, tile_batch=3)
+    assert max_level_diff(ours, spandrel_call(sd, img)) <= 1
+
+
 @pytest.mark.parametrize("name", ["tiny_realesr-general-x4v3.safetensors", "nested/tiny_srvgg_x2.pth"])
 def test_tiles_are_exact_when_pad_covers_the_receptive_field(pack, models_dir, name):
     """SRVGG (3 + 2 convs of 3x3) sees 5 px around: with pad >= 5 tiling must not change a thing."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    img = test_image(45, 61, b=2)
+    img = smooth_image(45, 61, b=2)
     full = U.upscale_image(spec, img, tile=0)
     for tile, pad, batch in ((32, 5, 1), (16, 8, 3), (40, 6, 64)):
         out = U.upscale_image(spec, img, tile=tile, tile_pad=pad, tile_batch=batch)
         torch.testing.assert_close(out, full, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", REAL_ESRGAN)
 @pytest.mark.parametrize("tile", [0, 32])
 def test_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, tile):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(70, 90, seed=3)
+    img = smooth_image(70, 90, seed=3)
     scale = FIXTURES[name][1]
-    ref = reference(RealESRGANer, name, sd, tmp_path, img, tile=tile, tile_pad=10, outscale=scale)
+    ref = reference(RealESRGANer, sd, tmp_path, img, tile=tile, tile_pad=10, outscale=scale)
     ours = U.upscale_image(spec, img, tile=tile, tile_pad=10)
     assert ours.shape == ref.shape
-    assert (imageops.to_uint8(ours).astype(int) - imageops.to_uint8(ref).astype(int)).__abs__().max() <= 1
+    assert max_level_diff(ours, ref) <= 1
 
 
 @pytest.mark.parametrize("name", ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth"])
 def test_parity_with_prepad_odd_sizes_and_outscale(pack, models_dir, tmp_path, RealESRGANer, name):
-    """Odd sizes (x2 pads to even by reflection), Real-ESRGAN's pre_pad, and a non-integer outscale."""
+    """Odd sizes (x2 pads to even by reflection), Real-ESRGAN's pre_pad, and a non-integer outscale; on
+    fixtures whose output spans 0..1, so that a wrong padding mode (symmetric for reflect) shows."""
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(37, 51, seed=4)
+    img = smooth_image(37, 51, seed=4)
     for pre_pad, outscale in ((10, None), (0, 2.5), (3, 1.3)):
         scale = FIXTURES[name][1]
-        ref = reference(RealESRGANer, name, sd, tmp_path, img, tile=16, tile_pad=10, pre_pad=pre_pad,
+        ref = reference(RealESRGANer, sd, tmp_path, img, tile=16, tile_pad=10, pre_pad=pre_pad,
                         outscale=outscale or scale)
         ours = U.upscale_image(spec, img, tile=16, tile_pad=10, pre_pad=pre_pad, outscale=outscale)
         assert ours.shape == ref.shape, (pre_pad, outscale)
-        diff = np.abs(imageops.to_uint8(ours).astype(int) - imageops.to_uint8(ref).astype(int))
-        assert diff.max() <= 1, (pre_pad, outscale, diff.max())
+        diff = max_level_diff(ours, ref)
+        assert diff <= 1, (pre_pad, outscale, diff)
 
 
 @pytest.mark.parametrize("alpha_mode, upsampler", [("network", "realesrgan"), ("bilinear", "bilinear")])
-def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, alpha_mode, upsampler):
-    name = "tiny_RealESRGAN_x4plus.pth"
+@pytest.mark.parametrize("name", ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth"])
+def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, alpha_mode, upsampler):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
     sd = U.load_state_dict(fixture_path(models_dir, name))
-    img = test_image(40, 52, c=4, seed=5)
-    ref = reference(RealESRGANer, name, sd, tmp_path, img, tile=24, tile_pad=10, outscale=4,
+    scale = FIXTURES[name][1]
+    img = smooth_image(41, 53, c=4, seed=5)  # odd: x2 pads to even
+    ref = reference(RealESRGANer, sd, tmp_path, img, tile=24, tile_pad=10, outscale=scale,
                     alpha_upsampler=upsampler)
     ours = U.upscale_image(spec, img, tile=24, tile_pad=10, alpha_mode=alpha_mode)
-    assert ours.shape == ref.shape == (1, 160, 208, 4)
-    diff = np.abs(imageops.to_uint8(ours).astype(int) - imageops.to_uint8(ref).astype(int))
-    assert diff.max() <= 1
+    assert ours.shape == ref.shape == (1, 41 * scale, 53 * scale, 4)
+    assert max_level_diff(ours, ref) <= 1
+
+
+def test_size_rules_pad_windows_not_the_picture(pack, models_dir):
+    """HAT needs at least 16 px: tiny images and tiles under that are padded to it (as spandrel pads), the
+    output keeps the image's own size."""
+    spec, entry = U.load_upscale_model(fixture_path(models_dir, "renamed_upscaler.safetensors"))
+    assert entry.value.minimum == 16
+    sd = U.load_state_dict(fixture_path(models_dir, "renamed_upscaler.safetensors"))
+    for h, w in ((1, 1), (5, 7), (16, 3)):
+        img = smooth_image(h, w, seed=h + w)
+        out = U.upscale_image(spec, img, tile=8, tile_pad=2)
+        assert out.shape == (1, 4 * h, 4 * w, 3)
+        torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- engine behaviour
 def test_batch_equals_image_by_image(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
-    img = test_image(30, 34, b=3, seed=6)
+    img = smooth_image(30, 34, b=3, seed=6)
     batch = U.upscale_image(spec, img, tile=16, tile_pad=8, tile_batch=5)
     for i in range(3):
         one = U.upscale_image(spec, img[i:i + 1], tile=16, tile_pad=8, tile_batch=1)
@@ -271,7 +212,7 @@ def test_batch_equals_image_by_image(pack, models_dir):
 
 def test_rgba_keeps_alpha_upscaled_each_way(pack, models_dir):
     spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
-    img = test_image(24, 20, c=4, seed=7)
+    img = smooth_image(24, 20, c=4, seed=7)
     rgb = U.upscale_image(spec, img[..., :3], tile=0)
     for mode in ("network", "bicubic", "bilinear"):
         out = U.upscale_image(spec, img, tile=16, tile_pad=8, alpha_mode=mode)
@@ -293,17 +234,17 @@ def test_rgba_keeps_alpha_upscaled_each_way(pack, models_dir):
                                             (100, 3, 1.15), (64, 64, 4.0)])
 def test_outscale_size_math_like_realesrgan(pack, models_dir, h, w, outscale):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
-    out = U.upscale_image(spec, test_image(h, w), tile=0, outscale=outscale)
+    out = U.upscale_image(spec, smooth_image(h, w), tile=0, outscale=outscale)
     assert out.shape == (1, int(h * outscale), int(w * outscale), 3)  # Real-ESRGAN: int(), not round()
     assert 0 <= float(out.min()) and float(out.max()) <= 1
     assert U.output_size(100, 3, 1.15) == (114, 3)  # 100 * 1.15 = 114.99999999999999
     with pytest.raises(U.UpscaleInputError, match="larger outscale"):
-        U.upscale_image(spec, test_image(4, 4), tile=0, outscale=0.1)
+        U.upscale_image(spec, smooth_image(4, 4), tile=0, outscale=0.1)
 
 
 def test_bad_engine_options_are_explained(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "nested/tiny_srvgg_x2.pth"))
-    img = test_image(8, 8)
+    img = smooth_image(8, 8)
     for kw, msg in (({"tile": -1}, "must be >= 0"), ({"tile_pad": -3}, "must be >= 0"),
                     ({"alpha_mode": "magic"}, "not one of network"), ({"outscale": -2.0}, "positive number")):
         with pytest.raises(U.UpscaleInputError, match=msg):
@@ -315,7 +256,7 @@ def test_bad_engine_options_are_explained(pack, models_dir):
 def test_tiny_images_and_pads_longer_than_the_image(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
     for h, w in ((1, 1), (1, 5), (3, 2)):
-        img = test_image(h, w)
+        img = smooth_image(h, w)
         out = U.upscale_image(spec, img, tile=32, tile_pad=16, pre_pad=10)
         assert out.shape == (1, 2 * h, 2 * w, 3) and torch.isfinite(out).all()
 
@@ -324,12 +265,12 @@ def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
     from visionkit_pack.models.cache import get_cache
 
     spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
-    before = {k: v.clone() for k, v in entry.value.state_dict().items()}
-    training = entry.value.training
-    U.upscale_image(spec, test_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
+    before = {k: v.clone() for k, v in entry.value.module.state_dict().items()}
+    training = entry.value.module.training
+    U.upscale_image(spec, smooth_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
     with get_cache().use(spec) as net:
-        after = net.state_dict()
-        assert net is entry.value and net.training == training
+        after = net.module.state_dict()
+        assert net is entry.value and net.module.training == training
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
     assert get_cache().entries()[0]["in_use"] is False
@@ -337,7 +278,7 @@ def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
 
 def test_progress_reports_once_per_tile(pack, models_dir):
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
-    img = test_image(70, 90, c=4, b=2)
+    img = smooth_image(70, 90, c=4, b=2)
     tile, pad = 32, 8
     ny = U.plan_axis(70, tile, pad, 2).count
     nx = U.plan_axis(90, tile, pad, 2).count
@@ -356,7 +297,7 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
         pass
 
     spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
-    img = test_image(64, 64)
+    img = smooth_image(64, 64)
     want = U.upscale_image(spec, img, tile=32, tile_pad=8)
     checks = {"n": 0}
 
@@ -379,13 +320,40 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
     torch.testing.assert_close(again, want, atol=0, rtol=0)
 
 
+def test_memory_precheck_refuses_with_an_estimate(pack, models_dir, monkeypatch):
+    """What cannot fit in free memory is refused before any work, with the estimate and what to change."""
+    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"))
+    img = smooth_image(64, 64, b=2)
+    want_out = 2 * 256 * 256 * 3 * 4
+    free = {"cpu": want_out // 2}
+    monkeypatch.setattr(upscale_tiles, "available_bytes", lambda device: free["cpu"])
+    calls = []
+    with pytest.raises(U.UpscaleInputError, match=r"upscaling 2 image\(s\) of 64x64 by x4 needs about .* free") as ei:
+        U.upscale_image(spec, img, tile=32, progress=lambda d, t: calls.append(d))
+    assert "the result 2 MiB" in str(ei.value) and "lower tile_size" in str(ei.value) and calls == []
+    free["cpu"] = None  # unknown: nothing is refused
+    assert U.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
+    free["cpu"] = 64 << 30
+    assert U.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
+    # the estimate grows with the tile, so a smaller tile is real advice
+    assert U.tile_bytes(_model(spec), 64, 64, 4) == 4 * U.tile_bytes(_model(spec), 32, 32, 4)
+
+
+def _model(spec):
+    from visionkit_pack.models.cache import get_cache
+
+    with get_cache().use(spec) as m:
+        return m
+
+
 def test_half_precision_network_runs_and_returns_float32(pack, models_dir):
     """fp16 on CUDA: the engine runs the net in its dtype; checked here with a half copy on CPU."""
     _, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
     import copy
 
-    half = copy.deepcopy(entry.value).half()
-    img = test_image(16, 20)
+    half = copy.deepcopy(entry.value)
+    half.descriptor.half()
+    img = smooth_image(16, 20)
     out = U.upscale_tensor(half, img, tile=8, tile_pad=5)  # the pinned torch has fp16 CPU convolutions
     assert out.dtype == torch.float32
     assert (out - U.upscale_tensor(entry.value, img, tile=0)).abs().max() < 0.02
@@ -396,7 +364,7 @@ def test_node_is_registered_and_validates_cheaply(pack):
     from visionkit_pack.nodes.upscale import VisionKitUpscale
 
     assert pack.NODE_CLASS_MAPPINGS["VisionKitUpscale"] is VisionKitUpscale
-    assert pack.NODE_DISPLAY_NAME_MAPPINGS["VisionKitUpscale"] == "VisionKit Upscale Image (Real-ESRGAN)"
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["VisionKitUpscale"] == "VisionKit Upscale Image"
     assert VisionKitUpscale.CATEGORY == "VisionKit/upscale" and VisionKitUpscale.DESCRIPTION
     types = VisionKitUpscale.INPUT_TYPES()
     for section in types.values():
@@ -420,13 +388,13 @@ def test_node_runs_loader_output_and_explains_bad_model_input(pack):
     )
 
     (spec,) = VisionKitUpscaleModelLoader().load("tiny_RealESRGAN_x2plus.pth", "auto")
-    img = test_image(21, 33, c=4, b=2)
+    img = smooth_image(21, 33, c=4, b=2)
     (out,) = VisionKitUpscale().upscale(spec, img, outscale=0.0, tile_size=32, tile_pad=16)
     assert out.shape == (2, 42, 66, 4)
     (out,) = VisionKitUpscale().upscale(spec, img[..., :3], outscale=3.0, tile_size=0, tile_pad=16,
                                         alpha_upscale="bicubic")
     assert out.shape == (2, 63, 99, 3)
-    with pytest.raises(ValueError, match="not a Real-ESRGAN model.*Load Upscale Model"):
+    with pytest.raises(ValueError, match="not an upscale model.*Load Upscale Model"):
         VisionKitUpscale().upscale("RealESRGAN_x4plus.pth", img)
     with pytest.raises(ValueError, match="tile_size 8"):
         VisionKitUpscale().upscale(spec, img, tile_size=8)
@@ -436,7 +404,7 @@ def test_core_nodes_load_upscale_save(pack, tmp_path):
     """LoadImage -> VisionKitUpscale -> SaveImage, API format, with the core nodes' stand-ins."""
     from vk_testing.runner import WorkflowError, WorkflowRunner
 
-    src = imageops.to_uint8(test_image(24, 40, seed=9))[0]
+    src = imageops.to_uint8(smooth_image(24, 40, seed=9))[0]
     Image.fromarray(src).save(tmp_path / "photo.png")
     wf = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png", "upload": "image"}},

@@ -1,4 +1,4 @@
-"""Safe weights loading (safetensors or weights-only torch.load) and the basicsr/torchvision fix."""
+"""Safe weights loading (safetensors or weights-only torch.load); upscaling no longer patches torchvision."""
 from __future__ import annotations
 
 import os
@@ -69,27 +69,28 @@ def test_file_without_tensors_is_explained(tmp_path):
         weights.load_state_dict(str(tmp_path / "opt.pth"))
 
 
-def test_basicsr_import_is_fixed_in_a_fresh_process():
-    """Plain `import basicsr` fails on current torchvision; through the pack's fix it works."""
+def test_upscaling_leaves_torchvision_alone_in_a_fresh_process(models_dir):
+    """The pack used to register a stand-in `torchvision.transforms.functional_tensor` for basicsr, which every
+    other pack in the same ComfyUI then saw. Upscaling runs on spandrel now: loading and running an upscale
+    model imports no basicsr / realesrgan and registers nothing under torchvision's names."""
+    model = str(models_dir / "upscale_models" / "tiny_RealESRGAN_x4plus.pth")
     code = (
-        "import importlib.util,sys\n"
-        "try:\n import basicsr\n print('PLAIN-OK')\n"
-        "except ImportError as e:\n print('PLAIN-FAILS', 'functional_tensor' in str(e))\n"
-        "for m in [k for k in sys.modules if k.startswith(('basicsr','realesrgan'))]: del sys.modules[m]\n"
+        "import importlib.util,sys,torch\n"
         f"spec=importlib.util.spec_from_file_location('vkp', {str(ROOT / '__init__.py')!r}, "
         f"submodule_search_locations=[{str(ROOT)!r}])\n"
         "m=importlib.util.module_from_spec(spec); sys.modules['vkp']=m; spec.loader.exec_module(m)\n"
-        "from vkp.models.compat import import_basicsr_archs\n"
-        "R,S=import_basicsr_archs(); import realesrgan; print('FIXED', R.__name__, S.__name__)\n"
+        "from vkp.models import upscale\n"
+        f"spec,_=upscale.load_upscale_model({model!r})\n"
+        "out=upscale.upscale_image(spec, torch.rand(1, 8, 8, 3), tile=0)\n"
+        "print('SHAPE', tuple(out.shape))\n"
+        "print('FT', 'torchvision.transforms.functional_tensor' in sys.modules)\n"
+        "print('BASICSR', any(k.startswith(('basicsr', 'realesrgan')) for k in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "VISIONKIT_STANDALONE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    lines = out.stdout.split()
-    # If a future torchvision brings the module back, the plain import may work: the fix must not hurt.
-    assert "FIXED" in lines and "RRDBNet" in lines and "SRVGGNetCompact" in lines
-    if "PLAIN-FAILS" in lines:
-        assert "True" in lines  # it failed for the reason the fix addresses
+    lines = out.stdout.splitlines()
+    assert "SHAPE (1, 32, 32, 3)" in lines and "FT False" in lines and "BASICSR False" in lines, out.stdout
 
 
 # ---------------------------------------------------------------- issue 19: harmless pickles, one refusal wording

@@ -156,7 +156,7 @@ EOF
 }
 
 vk_fix_clashes() {  # --quick: only when a clashing distribution is installed (no import check)
-    # insightface depends on onnxruntime (CPU) and basicsr/realesrgan/insightface on opencv-python (GUI).
+    # insightface depends on onnxruntime (CPU) and basicsr/realesrgan (tests)/insightface on opencv-python (GUI).
     # Each pair writes the same folder (onnxruntime/, cv2/), so: remove the unwanted one, then reinstall
     # the wanted one over the remains, same version, no deps. onnxruntime-gpu only exists (and is only
     # installed by requirements.txt) on x86-64 Linux / Windows; elsewhere onnxruntime stays.
@@ -204,6 +204,13 @@ vk_install() {
     done < <(vk_requirement_files)
     [ -n "$VK_COMFYUI" ] || vk_say "no ComfyUI found: its requirements are not installed (the real-ComfyUI tests will skip)"
     vk_say "installing the test environment into $VK_VENV (first run: several GB, a few minutes)"
+    # basicsr (only the tests' Real-ESRGAN reference, tests/requirements.txt) is an sdist whose setup_requires
+    # names torch: built in pip's isolated build environment it downloads a second torch (~5.5 GB). So build it
+    # first, without isolation, against the venv's own torch; the resolver run below then finds it installed.
+    if ! "$VK_PY" -c 'import importlib.metadata as m; m.version("basicsr")' >/dev/null 2>&1; then
+        vk_pip_install -c "$VK_CONSTRAINTS" torch torchvision torchaudio setuptools wheel cython numpy || return 1
+        vk_pip_install -c "$VK_CONSTRAINTS" --no-build-isolation basicsr || return 1
+    fi
     # One resolver run for everything, with the torch trio pinned by the constraints file so that no
     # requirement can pull another torch (a mismatched torchaudio breaks transformers; NOTES.md).
     vk_pip_install -c "$VK_CONSTRAINTS" torch torchvision torchaudio "${reqs[@]}" || return 1

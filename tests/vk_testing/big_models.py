@@ -14,17 +14,19 @@ from . import import_pack
 import_pack()
 
 
-def big_rrdbnet_state_dict(num_feat: int = 128, num_grow_ch: int = 64, num_block: int = 18, scale: int = 4,
-                           seed: int = 0) -> dict:
-    """A Real-ESRGAN RRDBNet state-dict (the real key names and shapes) of about 200 MB in fp32 with the default 18 blocks (about 11 MB per block).
+def big_rrdbnet_state_dict(num_feat: int = 128, num_block: int = 32, scale: int = 4, seed: int = 0) -> dict:
+    """A Real-ESRGAN RRDBNet state-dict (the real key names and shapes) of about 200 MB in fp32 with the default 32
+    blocks (about 6 MB per block; spandrel, like every published file, has 32 growth channels).
 
-    The keys come from basicsr's RRDBNet with one block; the other blocks repeat block 0's shapes. Small
-    random values (the tests load it, they do not judge its pictures)."""
-    from visionkit_pack.models.compat import import_basicsr_archs
+    The keys come from spandrel's RRDBNet with one block, renamed to Real-ESRGAN's; the other blocks repeat block
+    0's shapes. Small random values (the tests load it, they do not judge its pictures)."""
+    from spandrel.architectures.ESRGAN import ESRGAN
 
-    RRDBNet, _ = import_basicsr_archs()
-    template = RRDBNet(num_in_ch=3, num_out_ch=3, scale=scale, num_feat=num_feat, num_block=1,
-                       num_grow_ch=num_grow_ch).state_dict()
+    from .tiny_upscale import real_esrgan_keys
+
+    shuffle = {4: None, 2: 2, 1: 4}[scale]
+    template = real_esrgan_keys(ESRGAN(in_nc=3 * (shuffle or 1) ** 2, out_nc=3, num_filters=num_feat, num_blocks=1,
+                                       scale=4, shuffle_factor=shuffle).state_dict())
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in template.items():

@@ -15,7 +15,7 @@ import torch
 
 from . import import_pack
 
-import_pack()  # the fixtures use the pack's own compat fixes, as the pack does
+import_pack()
 
 BUILDERS: dict[str, Callable[[Path], None]] = {}
 
@@ -41,29 +41,6 @@ def _save_safetensors(sd: dict, path: Path) -> None:
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
 
 
-# ---------------------------------------------------------------- Real-ESRGAN
-def tiny_rrdbnet(scale: int = 4, num_block: int = 2, num_feat: int = 8, num_grow_ch: int = 4, seed: int = 0):
-    from visionkit_pack.models.compat import import_basicsr_archs
-
-    RRDBNet, _ = import_basicsr_archs()
-    _seeded(seed)
-    net = RRDBNet(num_in_ch=3, num_out_ch=3, scale=scale, num_feat=num_feat, num_block=num_block,
-                  num_grow_ch=num_grow_ch)
-    _perturb(net)
-    return net.eval()
-
-
-def tiny_srvgg(scale: int = 4, num_conv: int = 3, num_feat: int = 8, seed: int = 1):
-    from visionkit_pack.models.compat import import_basicsr_archs
-
-    _, SRVGGNetCompact = import_basicsr_archs()
-    _seeded(seed)
-    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_conv=num_conv, upscale=scale,
-                          act_type="prelu")
-    _perturb(net)
-    return net.eval()
-
-
 def _perturb(net, std: float = 0.02) -> None:
     """Default inits leave some layers at zero (RRDB's scaled init); make every weight matter."""
     with torch.no_grad():
@@ -71,13 +48,7 @@ def _perturb(net, std: float = 0.02) -> None:
             p.add_(torch.randn_like(p) * std)
 
 
-@builder
-def upscale_models(root: Path) -> None:
-    d = root / "upscale_models"
-    _save_pth(tiny_rrdbnet(4).state_dict(), d / "tiny_RealESRGAN_x4plus.pth", wrap="params_ema")
-    _save_pth(tiny_rrdbnet(2, seed=2).state_dict(), d / "tiny_RealESRGAN_x2plus.pth", wrap="params")
-    _save_safetensors(tiny_srvgg(4).state_dict(), d / "tiny_realesr-general-x4v3.safetensors")
-    _save_pth(tiny_srvgg(2, seed=3).state_dict(), d / "nested" / "tiny_srvgg_x2.pth")
+# (upscale models: tiny_upscale.py)
 
 
 # ---------------------------------------------------------------- SAM
