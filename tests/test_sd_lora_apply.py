@@ -11,7 +11,7 @@ import weakref
 
 import pytest
 import torch
-from vk_testing import import_pack
+from vk_testing import import_pack, tiers
 from vk_testing import tiny_sd_extras as X
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, for the T2 test)
 
@@ -255,7 +255,7 @@ def _spill_files(pid: int) -> list[str]:
 
 
 @pytest.mark.t2
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's open files from /proc")
+@tiers.optional_mark(not sys.platform.startswith("linux"), "reads the server's open files from /proc (Linux only)")
 def test_t2_free_closes_the_backups_of_a_patched_pipeline(comfy):  # noqa: F811
     """A LoRA workflow in ComfyUI (--cpu) leaves the UNet patched, its originals in a spill file; /free closes it."""
     from test_sd_sampler import lcm_chain

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from vk_testing import ROOT, import_pack
+from vk_testing import ROOT, import_pack, tiers
 from vk_testing import tiny_sd_extras as X
 
 import_pack()
@@ -132,7 +132,7 @@ def test_lycoris_equals_comfyui_core_and_the_formula_and_restores_exactly(pack, 
         assert (got[k] - w).abs().max() > 1e-3, k  # the layer matters
     comfy = comfy_dir()
     if comfy is None:
-        pytest.skip("ComfyUI snapshot not found (COMFYUI_DIR or ../shared/comfyui): core comparison skipped")
+        tiers.missing("T2", "ComfyUI snapshot not found (COMFYUI_DIR or ../shared/comfyui): core comparison skipped")
     save_file(originals, str(tmp_path / "weights.safetensors"))
     script = COMFY_SCRIPT
     for name, value in (("COMFY", str(comfy)), ("LORA", str(path)), ("WEIGHTS", str(tmp_path / "weights.safetensors")),
