@@ -352,10 +352,19 @@ def test_ckpt_loads_plain_tensors_and_refuses_pickled_objects(pack, models_dir, 
     torch.save({"state_dict": sd, "global_step": 10}, good)
     with use_components(load(str(good))) as a, use_components(load(ckpt(models_dir, "tiny-sd15"))) as b:
         assert_same_module(a.unet, b.unet, "ckpt unet")
+    # Training arguments beside the weights are on the short allow-list (issue 19): the weights load ...
+    args = tmp_path / "with_args.ckpt"
+    torch.save({"state_dict": sd, "hyper_parameters": argparse.Namespace(lr=1)}, args)
+    with use_components(load(str(args))) as a, use_components(load(ckpt(models_dir, "tiny-sd15"))) as b:
+        assert_same_module(a.unet, b.unet, "ckpt unet with training arguments")
+    # ... any other pickled object is refused, and named.
+    import datetime
+
     bad = tmp_path / "pickled.ckpt"
-    torch.save({"state_dict": sd, "hyper_parameters": argparse.Namespace(lr=1)}, bad)
-    with pytest.raises(ValueError, match="pickled Python objects"):
+    torch.save({"state_dict": sd, "saved_at": datetime.datetime(2024, 1, 1)}, bad)
+    with pytest.raises(ValueError, match="pickled Python objects") as info:
         load(str(bad))
+    assert "datetime" in str(info.value), str(info.value)
 
 
 def _link_folder(src, dst, scheduler: dict | None = None, unet_config: dict | None = None):

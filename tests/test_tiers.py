@@ -118,10 +118,18 @@ def test_an_unknown_tier_name_is_a_usage_error(tmp_path):
 def test_t2_fixture_without_comfyui_fails_naming_t2(tmp_path):
     """The `comfy` fixture of every T2 test, on a machine where no ComfyUI is found."""
     (tmp_path / "test_no_comfy.py").write_text(textwrap.dedent('''
+        import pytest
         from vk_testing import comfy_server
-        from vk_testing.comfy_server import comfy  # noqa: F401
 
-        comfy_server.find_comfyui_dir = lambda: None  # as on a machine without any checkout
+        # As on a machine without any checkout: the fixture's parameters are then the single "nothing found",
+        # and the fixture serves it the way the suite's own `comfy` fixture does.
+        comfy_server.find_comfyui_dirs = lambda: []
+        PARAMS = comfy_server._params()
+        assert [p for p, _ in PARAMS] == [None], PARAMS
+
+        @pytest.fixture(params=[p for p, _ in PARAMS], ids=[i for _, i in PARAMS])
+        def comfy(request, tmp_path_factory):
+            return comfy_server._serve(request, tmp_path_factory, request.param)
 
         def test_uses_the_server(comfy):
             raise AssertionError("must not run")

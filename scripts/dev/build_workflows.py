@@ -349,17 +349,16 @@ def most_similar_image(g: Graph) -> None:
                      "DINOv2 embeds a reference picture and a batch of candidates; the candidates come out sorted "
                      "by cosine similarity to the reference (best first, ranking shown on the node), and Image "
                      "Similarity reads out how alike the reference and the best match are.",
-                     ["dinov2-base"], inputs="visionkit_lions.png (reference), visionkit_house.png, "
-                                             "visionkit_lion_alone.png (candidates)",
-                     tips="More candidates: chain more Batch Images nodes (images of one size), or load a folder "
-                          "of images as a batch. top_k keeps only the best ones."))
+                     ["dinov2-base"], inputs="visionkit_lions.png (reference), visionkit_candidates.png (the "
+                                             "candidates: one PNG with two frames)",
+                     tips="Load Image gives every frame of a multi-frame file (animated PNG / WebP / GIF, TIFF pages) "
+                          "as one batch: put more candidates there, or feed any batch (generated images, a batch "
+                          "loader). top_k keeps only the best ones."))
     ref = g.node("LoadImage", image="visionkit_lions.png", _title="Reference", _col=0)
-    a = g.node("LoadImage", image="visionkit_house.png", _title="Candidate 0", _col=0)
-    b = g.node("LoadImage", image="visionkit_lion_alone.png", _title="Candidate 1", _col=0)
-    batch = g.node("ImageBatch", image1=a.out("IMAGE"), image2=b.out("IMAGE"), _col=1)
+    batch = g.node("LoadImage", image="visionkit_candidates.png", _title="Candidates (one frame each)", _col=0)
     dino = g.node("VisionKitImageSimilarityLoader", model_name=catalog_file("dinov2-base"), _col=1)
     rank = g.node("VisionKitRankSimilarImages", similarity_model=dino.out(), reference=ref.out("IMAGE"),
-                  images=batch.out(), pooling="cls", top_k=0, _size=[360, 200], _col=2)
+                  images=batch.out("IMAGE"), pooling="cls", top_k=0, _size=[360, 200], _col=2)
     g.node("PreviewImage", images=rank.out("sorted_images"), _title="Most similar first", _col=3)
     g.node("VisionKitImageSimilarity", similarity_model=dino.out(), image_a=ref.out("IMAGE"),
            image_b=rank.out("sorted_images"), pooling="cls", combine="max", _title="Best match similarity",

@@ -197,6 +197,13 @@ def lion_alone() -> Image.Image:
     return im
 
 
+def candidates() -> list[Image.Image]:
+    """The most_similar_image candidates as one 2-frame (animated) PNG: ComfyUI's Load Image gives every frame
+    of a multi-frame file as one IMAGE batch, so no batching node is needed (core's Batch Images is deprecated
+    in ComfyUI 0.33, whose frontend swaps it for another node on load)."""
+    return [house(), lion_alone()]
+
+
 IMAGES = {
     "visionkit_lions.png": lions,
     "visionkit_person.png": person,
@@ -206,13 +213,27 @@ IMAGES = {
     "visionkit_style.png": style,
     "visionkit_garment.png": garment,
     "visionkit_lion_alone.png": lion_alone,  # issue 20
+    "visionkit_candidates.png": candidates,  # issue 20: house + lion_alone as two frames
 }
 
 
-def png_bytes(im: Image.Image) -> bytes:
+def png_bytes(im) -> bytes:
+    """PNG bytes of one picture, or an animated PNG of a list of pictures (one frame each)."""
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
+    if isinstance(im, list):
+        im[0].save(buf, format="PNG", save_all=True, append_images=im[1:], duration=1000, loop=0)
+    else:
+        im.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def frames_bytes(im) -> bytes:
+    """The RGB pixels of every frame, for --check."""
+    from PIL import ImageSequence
+
+    if isinstance(im, list):
+        return b"".join(f.convert("RGB").tobytes() for f in im)
+    return b"".join(f.convert("RGB").tobytes() for f in ImageSequence.Iterator(im))
 
 
 def main(argv=None) -> int:
@@ -225,11 +246,12 @@ def main(argv=None) -> int:
         im = fn()
         path = OUT / name
         if args.check:
-            if not path.is_file() or Image.open(path).convert("RGB").tobytes() != im.tobytes():
+            if not path.is_file() or frames_bytes(Image.open(path)) != frames_bytes(im):
                 stale.append(name)
             continue
         path.write_bytes(png_bytes(im))
-        print(f"wrote {path.relative_to(OUT.parents[1])} ({im.width}×{im.height}, {path.stat().st_size} bytes)")
+        first = im[0] if isinstance(im, list) else im
+        print(f"wrote {path.relative_to(OUT.parents[1])} ({first.width}×{first.height}, {path.stat().st_size} bytes)")
     if stale:
         print("out of date (run scripts/dev/make_example_inputs.py):", ", ".join(stale), file=sys.stderr)
         return 1

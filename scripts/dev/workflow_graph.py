@@ -47,8 +47,6 @@ CORE_NODES: dict[str, dict] = {
                                           ("x", "INT", 0), ("y", "INT", 0), ("resize_source", "BOOLEAN", False)],
                              "optional": [("mask", "MASK", None)], "outputs": [("IMAGE", "IMAGE")],
                              "title": "ImageCompositeMasked"},
-    "ImageBatch": {"required": [("image1", "IMAGE", None), ("image2", "IMAGE", None)], "optional": [],
-                   "outputs": [("IMAGE", "IMAGE")], "title": "Batch Images"},  # issue 20: most_similar_image
     "Note": {"required": [("text", "STRING", "")], "optional": [], "outputs": [], "title": "Note",
              "virtual": True},
 }

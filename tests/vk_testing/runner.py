@@ -40,13 +40,21 @@ class LoadImage:
         path = (self.input_dir / image).resolve()
         if self.input_dir.resolve() not in path.parents:
             raise WorkflowError(f"LoadImage: {image!r} is outside the input folder")
-        im = ImageOps.exif_transpose(Image.open(path))
-        rgb = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).float().div(255).unsqueeze(0)
-        if "A" in im.getbands():
-            mask = 1.0 - torch.from_numpy(np.asarray(im.getchannel("A")).copy()).float().div(255).unsqueeze(0)
-        else:
-            mask = torch.zeros((1, 64, 64))
-        return (rgb, mask)
+        from PIL import ImageSequence
+
+        # As ComfyUI's Load Image: every frame of a multi-frame file that has the first frame's size, as a batch.
+        rgbs, masks, size = [], [], None
+        for frame in ImageSequence.Iterator(Image.open(path)):
+            im = ImageOps.exif_transpose(frame)
+            size = size or im.size
+            if im.size != size:
+                continue
+            rgbs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).float().div(255))
+            if "A" in im.getbands():
+                masks.append(1.0 - torch.from_numpy(np.asarray(im.getchannel("A")).copy()).float().div(255))
+            else:
+                masks.append(torch.zeros((64, 64)))
+        return (torch.stack(rgbs), torch.stack(masks))
 
 
 class _Capture:

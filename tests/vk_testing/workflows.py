@@ -161,26 +161,4 @@ class ImageCompositeMasked:
         return (destination[..., :3] * (1 - m) + source[..., :3] * m,)
 
 
-class ImageBatch:
-    """ComfyUI's ImageBatch (Batch Images) for what the workflows use: two batches of the same size, joined. Another
-    size is an error here (core resizes image2; the real node runs in T2)."""
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image1": ("IMAGE", {}), "image2": ("IMAGE", {})}}
-
-    def run(self, image1, image2):
-        from .runner import WorkflowError
-
-        import torch
-
-        if image1.shape[1:] != image2.shape[1:]:
-            raise WorkflowError("the ImageBatch stand-in only joins images of the same size")
-        return (torch.cat([image1, image2]),)
-
-
-CORE_STAND_INS = {"MaskToImage": MaskToImage, "ImageCompositeMasked": ImageCompositeMasked,
-                  "ImageBatch": ImageBatch}  # ImageBatch: issue 20 (most_similar_image)
+CORE_STAND_INS = {"MaskToImage": MaskToImage, "ImageCompositeMasked": ImageCompositeMasked}
