@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 
+# One dtype table and dtype choice for every transformers-folder engine (also captions, similarity, labels).
+from .hf_vision import DTYPES, torch_dtype  # noqa: F401  (used by pose, depth and their nodes)
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -69,16 +72,3 @@ def processor(cls, folder: str, error_cls):
         name = os.path.basename(folder.rstrip(os.sep))
         raise error_cls(f"{name}: cannot read its preprocessor_config.json ({first_line(ex)}); download the folder "
                         "again") from None
-
-
-def torch_dtype(spec_dtype: str, device):
-    import torch
-
-    from . import host
-
-    if spec_dtype == "auto":
-        return host.default_dtype(device)
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec_dtype]
-
-
-DTYPES = ("auto", "fp32", "fp16", "bf16")
