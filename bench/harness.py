@@ -186,7 +186,7 @@ def import_pack():
 def fresh_cache():
     """A new, empty model cache for the block (the previous one comes back afterwards)."""
     import_pack()
-    from visionkit_pack.models import cache as cache_mod
+    from visionkit_pack.models.core import cache as cache_mod
 
     old = cache_mod._CACHE
     cache_mod._CACHE = cache_mod.ModelCache()

@@ -3,7 +3,7 @@ bare diffusers pipeline call.
 
     .venv/bin/python bench/lcm_bench.py [--quick|--smoke] [--device cuda]
 
-The pipeline has random (seeded) weights built from the shipped configs (models/sd_configs): the real SD1.5
+The pipeline has random (seeded) weights built from the shipped configs (models/sd/configs): the real SD1.5
 UNet (860M parameters) and VAE when the device has the memory for them (≥ 8 GB free), else a small
 SDXL-shaped UNet/VAE (half the channels, fewer transformer layers); --quick halves the SD1.5 channels
 (same depth and attention layout), --smoke is tiny. Sizes: 256×256 on a CPU (25 CFG steps of the real UNet
@@ -58,8 +58,8 @@ def _build(spec, device):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from visionkit_pack.models.cache import Loaded
-    from visionkit_pack.models.sd_types import Components
+    from visionkit_pack.models.core.cache import Loaded
+    from visionkit_pack.models.sd.types import Components
 
     variant = json.loads(Path(spec.path).read_text())["variant"]
     arch, ucfg, vcfg = unet_vae_configs(variant)
@@ -73,8 +73,8 @@ def _build(spec, device):
 
 
 def make_handle(ctx, variant: str, dtype: str):
-    from visionkit_pack.models.cache import ModelSpec
-    from visionkit_pack.models.sd_types import PipelineHandle
+    from visionkit_pack.models.core.cache import ModelSpec
+    from visionkit_pack.models.sd.types import PipelineHandle
 
     marker = ctx.tmp / f"lcm-{variant}-{dtype}.json"
     if not marker.exists():  # written once: its mtime is part of the cache key
@@ -87,7 +87,7 @@ def make_handle(ctx, variant: str, dtype: str):
 def make_conditioning(arch: str, size: int):
     import torch
 
-    from visionkit_pack.models.sd_types import Conditioning
+    from visionkit_pack.models.sd.types import Conditioning
 
     g = torch.Generator().manual_seed(1)
     if arch == "sd15":
@@ -135,8 +135,8 @@ def bench(ctx) -> list[Row]:
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     pack = harness.import_pack()
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.models.sd_schedulers import make_scheduler
+    from visionkit_pack.models.core.cache import get_cache
+    from visionkit_pack.models.sd.schedulers import make_scheduler
 
     variant = pick_variant(ctx)
     size = ctx.pick(512 if ctx.cuda else 256, 128, 64)
@@ -207,7 +207,7 @@ def cuda_rows(ctx, variant, fp16_time, run, handle, rounds) -> list[Row]:
         t32, _ = harness.best_of(rounds, lambda: run(h32), ctx.sync)
     rows.append(Row("LCM 4 steps, fp16 vs fp32 (CUDA)", fp16_time / t32, "—", None, "×",
                     f"fp16 {fp16_time:.2f} s, fp32 {t32:.2f} s"))
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     with get_cache().use(handle.spec) as c:
         procs = copy.copy(c.unet.attn_processors)

@@ -7,7 +7,7 @@ the device has ≥ 8 GB free, --quick the half-width SD1.5 UNet, --smoke a tiny 
 kohya-format file shaped like `lcm-lora-sdv1-5`: the 278 modules LCM-LoRA patches (attention q/k/v/out,
 feed-forward, proj_in/out, ResNet conv1/conv2/time_emb_proj/conv_shortcut, down/upsamplers), rank 64, alpha 8,
 fp16 (67 M parameters on the real layout). LCM Sampler node, 4 LCM steps, guidance 1, 256×256 on a CPU
-(512×512 on CUDA), the pack's default LoRA application (in place, models/sd_lora_apply.py).
+(512×512 on CUDA), the pack's default LoRA application (in place, models/sd/lora_apply.py).
 
 Each side runs in a fresh process (peak RSS is per process): build the pipeline, parse the LoRA, reset the
 peak RSS (VmHWM), then one first run (it patches the UNet once) and `rounds` repeated runs.
@@ -81,9 +81,9 @@ def worker(args) -> None:
     import lcm_bench
 
     pack = harness.import_pack()
-    from visionkit_pack.models import sd_lora, sd_lora_apply
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.models.sd_types import LoraRef
+    from visionkit_pack.models.sd import lora as sd_lora, lora_apply as sd_lora_apply
+    from visionkit_pack.models.core.cache import get_cache
+    from visionkit_pack.models.sd.types import LoraRef
 
     ctx = SimpleNamespace(tmp=Path(args.tmp))
     plain = handle = lcm_bench.make_handle(ctx, args.variant, args.dtype)

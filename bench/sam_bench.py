@@ -37,7 +37,7 @@ def write_weights(path, dims, seed: int = 0) -> int:
     import torch
 
     harness.import_pack()
-    from visionkit_pack.models import sam as S
+    from visionkit_pack.models.perception import sam as S
 
     torch.manual_seed(seed)
     sam = S.build_sam(S.SamArch(*dims))
@@ -55,7 +55,7 @@ def bench(ctx) -> list[Row]:
     pack = harness.import_pack()
     from segment_anything import SamPredictor
 
-    from visionkit_pack.models import sam as S
+    from visionkit_pack.models.perception import sam as S
 
     dims = TINY if ctx.smoke else VIT_B
     rounds = ctx.pick(2, 1, 1)
@@ -124,7 +124,7 @@ def _fp16_row(ctx, pack, name, rgb, fp32_encode, rounds) -> Row:
     """CUDA only: the fp16 encoder (the loader's dtype option) vs fp32."""
     from segment_anything import SamPredictor
 
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     (spec16,) = pack.NODE_CLASS_MAPPINGS["VisionKitSAMLoader"]().load(name, "fp16")
     with get_cache().use(spec16) as sam16:

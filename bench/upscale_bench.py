@@ -110,7 +110,7 @@ class Sides:
 
     def forget_pack(self):
         """Empty the pack's cache (untimed), so that the next load is cold."""
-        from visionkit_pack.models.cache import get_cache
+        from visionkit_pack.models.core.cache import get_cache
 
         get_cache().purge()
 

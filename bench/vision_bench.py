@@ -182,7 +182,7 @@ def _everything_row(ctx, N, rounds) -> Row:
     from segment_anything import SamAutomaticMaskGenerator
 
     from sam_bench import write_weights
-    from visionkit_pack.models.sam_everything import Settings
+    from visionkit_pack.models.perception.sam_everything import Settings
 
     dims = SAM_TINY if ctx.smoke else SAM_VIT_B
     root = ctx.tmp / "sam-everything"

@@ -77,7 +77,7 @@ class LoadClock:
 
     @contextlib.contextmanager
     def patch_cache(self):
-        from visionkit_pack.models.cache import ModelCache
+        from visionkit_pack.models.core.cache import ModelCache
 
         original = ModelCache._acquire
         clock = self

@@ -5,27 +5,38 @@ IDs are public and stable (saved workflows refer to them): never rename one with
 from __future__ import annotations
 
 from .cache_info import VisionKitModelCacheInfo
+
+# issue 20: captions, image similarity, segment everything, image labels
+from .caption import VisionKitCaption, VisionKitCaptionLoader  # noqa: E402
 from .clip import VisionKitCLIPLoader, VisionKitCLIPRankImages, VisionKitCLIPZeroShot
-from .faces import VisionKitFaceAnalysisLoader, VisionKitFaceDetect, VisionKitFaceSimilarity
+from .depth import VisionKitDepthEstimate, VisionKitDepthLoader  # issue 20
+from .faces import (
+                               VisionKitFaceAnalysisLoader,
+                               VisionKitFaceDetect,
+                               VisionKitFaceSimilarity,
+)
 from .grounded_sam import VisionKitGroundedSAM
 from .grounding_dino import VisionKitGroundingDINODetect, VisionKitGroundingDINOLoader
+from .image_similarity import (  # noqa: E402
+                               VisionKitImageSimilarity,
+                               VisionKitImageSimilarityLoader,
+                               VisionKitRankSimilarImages,
+)
 from .instantid import VisionKitInstantIDApply, VisionKitInstantIDLoader
 from .ip_adapter import VisionKitIPAdapterApply, VisionKitIPAdapterLoader
+from .pose import VisionKitPoseEstimate, VisionKitPoseLoader  # issue 20
 from .sam import VisionKitSAMLoader, VisionKitSAMSegment
-from .sd_controlnet import VisionKitCannyEdges, VisionKitControlNetApply, VisionKitControlNetLoader
+from .sam_everything import VisionKitSAMSegmentEverything  # noqa: E402
+from .sd_controlnet import (
+                               VisionKitCannyEdges,
+                               VisionKitControlNetApply,
+                               VisionKitControlNetLoader,
+)
 from .sd_loaders import VisionKitPipelineLoader
 from .sd_lora import VisionKitLoraLoader
 from .sd_prompt import VisionKitPromptEncode
 from .sd_sampler import VisionKitLCMSampler
 from .upscale import VisionKitUpscale, VisionKitUpscaleModelLoader
-from .pose import VisionKitPoseEstimate, VisionKitPoseLoader  # issue 20
-from .depth import VisionKitDepthEstimate, VisionKitDepthLoader  # issue 20
-
-# issue 20: captions, image similarity, segment everything, image labels
-from .caption import VisionKitCaption, VisionKitCaptionLoader  # noqa: E402
-from .image_similarity import (VisionKitImageSimilarity, VisionKitImageSimilarityLoader,  # noqa: E402
-                               VisionKitRankSimilarImages)
-from .sam_everything import VisionKitSAMSegmentEverything  # noqa: E402
 from .vit_labels import VisionKitImageLabels, VisionKitImageLabelsLoader  # noqa: E402
 
 _NODES = [
@@ -74,3 +85,7 @@ _NODES = [
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: f"VisionKit {name}" if not name.startswith("VisionKit") else name
                               for cls, name in _NODES}
+
+from ..models.core import identify as _identify  # noqa: E402
+
+_identify.set_loader_names(NODE_DISPLAY_NAME_MAPPINGS)  # "wrong file" advice names each loader as the canvas does

@@ -1,7 +1,7 @@
 """VisionKitModelCacheInfo: what the shared model cache holds, with an optional purge."""
 from __future__ import annotations
 
-from ..models.cache import get_cache
+from ..models.core.cache import get_cache
 from .common import ANY, CATEGORY, human_bytes, short_path, to_json
 
 

@@ -1,9 +1,16 @@
 """Caption nodes: the BLIP loader and image → caption text (a STRING that feeds Prompt Encode)."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.caption import MAX_BEAMS, MAX_TOKENS, CaptionError, caption, check_settings, load_caption_model
-from ..models.hf_vision import DTYPES
+from ..models.core import folders
+from ..models.perception.caption import (
+    MAX_BEAMS,
+    MAX_TOKENS,
+    CaptionError,
+    caption,
+    check_settings,
+    load_caption_model,
+)
+from ..models.perception.hf_vision import DTYPES
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 DTYPE_TIP = "auto: fp16 on CUDA, fp32 on CPU; fp32 is exact everywhere."

@@ -1,8 +1,8 @@
 """CLIP nodes: the loader, zero-shot classification of images against labels, ranking images against a text."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.clip import (
+from ..models.core import folders
+from ..models.perception.clip import (
     ACTIVATIONS,
     DTYPES,
     load_clip_model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..models import folders
+from ..models.core import folders
 
 CATEGORY = "VisionKit"
 
@@ -42,7 +42,7 @@ def validate_model(key: str, name: str):
 def file_fingerprint(key: str, name: str) -> str:
     """IS_CHANGED for loaders: changes when the file (or folder) changes on disk."""
     try:
-        from ..models.cache import file_identity
+        from ..models.core.cache import file_identity
 
         size, mtime = file_identity(folders.resolve(key, name))
         return f"{size}:{mtime}"

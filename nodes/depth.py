@@ -1,9 +1,9 @@
 """Depth nodes: the depth-model loader and the depth map (ControlNet depth image + raw depth)."""
 from __future__ import annotations
 
-from ..models import depth as depth_mod
-from ..models import folders
-from ..models import hf_folder
+from ..models.core import folders
+from ..models.perception import depth as depth_mod
+from ..models.perception import hf_folder
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 from .preview import with_preview
 

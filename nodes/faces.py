@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models import folders
-from ..models.faces import (
+from ..models.core import folders
+from ..models.core.imageops import check_image, from_uint8, to_uint8
+from ..models.perception.faces import (
     FACE_MODEL_TYPE,
     FACES_TYPE,
     PROVIDERS,
@@ -24,8 +25,7 @@ from ..models.faces import (
     resolve_pack,
     select_faces,
 )
-from ..models.faces_draw import draw_faces, faces_mask
-from ..models.imageops import check_image, from_uint8, to_uint8
+from ..models.perception.faces_draw import draw_faces, faces_mask
 from .common import CATEGORY, model_combo, to_json
 
 NO_FACE_DETECT = ("empty result", "error")
@@ -217,7 +217,7 @@ class VisionKitFaceSimilarity:
                     try:
                         require_faces(sel, i, 0)
                     except NoFaceError as ex:
-                        raise NoFaceError(f"side {label.upper()}: {ex}") from None
+                        raise NoFaceError(f"side {label.upper()}: {ex}") from ex
                 items.append((i, None, None))
             items.extend((i, j, f) for j, f in enumerate(sel))
         if not per_image:

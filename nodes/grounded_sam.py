@@ -5,10 +5,10 @@ functions, the same defaults.
 """
 from __future__ import annotations
 
-from ..models import boxes as boxes_mod
-from ..models import grounding_dino as gd
-from ..models.imageops import check_image
-from ..models.sam import MULTIMASK
+from ..models.core.imageops import check_image
+from ..models.perception import boxes as boxes_mod
+from ..models.perception import grounding_dino as gd
+from ..models.perception.sam import MULTIMASK
 from .common import CATEGORY
 from .grounding_dino import VisionKitGroundingDINODetect
 from .sam import VisionKitSAMSegment, segment

@@ -1,9 +1,9 @@
 """Grounding DINO nodes: the loader and text-prompted detection (boxes, preview, mask)."""
 from __future__ import annotations
 
-from ..models import boxes as boxes_mod
-from ..models import folders
-from ..models import grounding_dino as gd
+from ..models.core import folders
+from ..models.perception import boxes as boxes_mod
+from ..models.perception import grounding_dino as gd
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 KEY = "grounding-dino"
@@ -120,7 +120,7 @@ class VisionKitGroundingDINODetect:
     def detect(self, dino_model, image, prompt: str, box_threshold: float = gd.DEFAULT_BOX_THRESHOLD,
                text_threshold: float = gd.DEFAULT_TEXT_THRESHOLD, max_detections: int = 0, position: str = "all",
                best_only: bool = False, resolution: int = gd.DEFAULT_RESOLUTION):
-        from ..models.imageops import check_image
+        from ..models.core.imageops import check_image
 
         image = check_image(image)
         found = gd.detect(dino_model, image, prompt, box_threshold, text_threshold, max_detections=max_detections,

@@ -1,9 +1,15 @@
 """Image similarity nodes (DINOv2): the loader, two images → a similarity, a batch ranked against a reference."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.hf_vision import DTYPES
-from ..models.image_similarity import COMBINE, POOLING, compare, load_similarity_model, rank
+from ..models.core import folders
+from ..models.perception.hf_vision import DTYPES
+from ..models.perception.image_similarity import (
+    COMBINE,
+    POOLING,
+    compare,
+    load_similarity_model,
+    rank,
+)
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 MODEL_TIP = "A DINOv2 model from 'VisionKit Load Image Similarity Model (DINOv2)'."

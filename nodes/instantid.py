@@ -1,9 +1,9 @@
 """InstantID nodes: Load InstantID (adapter + IdentityNet) and Apply InstantID (a VK_CONTROL chain entry)."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.faces import FACE_MODEL_TYPE
-from ..models.instantid import HANDLE_TYPE, apply_instantid, load_instantid
+from ..models.core import folders
+from ..models.perception.faces import FACE_MODEL_TYPE
+from ..models.sd.instantid import HANDLE_TYPE, apply_instantid, load_instantid
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 

@@ -1,10 +1,10 @@
 """IP-Adapter nodes: Load IP-Adapter (adapter + CLIP vision encoder) and Apply IP-Adapter (a VK_CONTROL entry)."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.imageops import check_image, check_mask
-from ..models.ip_adapter import COMBINE, HANDLE_TYPE, MODES, load_ipadapter
-from ..models.sd_types import ARCH_NAMES, ControlEntry, GenerationError, append_control
+from ..models.core import folders
+from ..models.core.imageops import check_image, check_mask
+from ..models.sd.ip_adapter import COMBINE, HANDLE_TYPE, MODES, load_ipadapter
+from ..models.sd.types import ARCH_NAMES, ControlEntry, GenerationError, append_control
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 

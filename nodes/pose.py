@@ -1,9 +1,9 @@
 """Pose nodes: the ViTPose loader and pose from a photo (OpenPose skeleton image + keypoints JSON)."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models import hf_folder
-from ..models import pose as pose_mod
+from ..models.core import folders
+from ..models.perception import hf_folder
+from ..models.perception import pose as pose_mod
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 from .preview import with_preview
 

@@ -10,7 +10,7 @@ import uuid
 
 import torch
 
-from ..models import host
+from ..models.core import host
 
 
 def preview_ui(images: torch.Tensor, prefix: str = "VisionKit") -> dict | None:

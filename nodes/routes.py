@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import logging
 
-from ..models import folders
-from ..models.cache import get_cache
-from ..models.catalog import by_folder
+from ..models.core import folders
+from ..models.core.cache import get_cache
+from ..models.core.catalog import by_folder
 
 log = logging.getLogger("visionkit")
 _registered = False

@@ -5,11 +5,20 @@ import json
 
 import torch
 
-from ..models import folders, host
-from ..models.cache import get_cache
-from ..models.imageops import ImageInputError, check_image, check_mask
-from ..models.sam import (MULTIMASK, SamPromptError, build_objects, grow_and_feather, mask_box, overlay,
-                          parse_points_json, predict_image, sam_spec)
+from ..models.core import folders, host
+from ..models.core.cache import get_cache
+from ..models.core.imageops import ImageInputError, check_image, check_mask
+from ..models.perception.sam import (
+    MULTIMASK,
+    SamPromptError,
+    build_objects,
+    grow_and_feather,
+    mask_box,
+    overlay,
+    parse_points_json,
+    predict_image,
+    sam_spec,
+)
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 from .preview import with_preview
 

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import json
 
-from ..models.sam_everything import (MAX_CROP_LAYERS, MAX_POINTS_PER_BATCH, MAX_POINTS_PER_SIDE,
-                                     SegmentEverythingError, Settings, segment_everything)
+from ..models.perception.sam_everything import (
+    MAX_CROP_LAYERS,
+    MAX_POINTS_PER_BATCH,
+    MAX_POINTS_PER_SIDE,
+    SegmentEverythingError,
+    Settings,
+    segment_everything,
+)
 from .common import CATEGORY
 from .preview import with_preview
 

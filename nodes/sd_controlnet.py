@@ -1,11 +1,11 @@
 """ControlNet nodes: Load ControlNet, Apply ControlNet (a VK_CONTROL chain entry) and Canny Edges."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.canny import canny_edges
-from ..models.imageops import check_image
-from ..models.sd_controlnet import HANDLE_TYPE, load_controlnet
-from ..models.sd_types import ARCH_NAMES, ControlEntry, GenerationError, append_control
+from ..models.core import folders
+from ..models.core.imageops import check_image
+from ..models.perception.canny import canny_edges
+from ..models.sd.controlnet import HANDLE_TYPE, load_controlnet
+from ..models.sd.types import ARCH_NAMES, ControlEntry, GenerationError, append_control
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 

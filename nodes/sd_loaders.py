@@ -2,12 +2,12 @@
 
 One model dropdown lists both kinds, as "checkpoints/<file>" and "diffusers/<folder>"; a bare name (as
 core ComfyUI loaders write them) is looked up in checkpoints, then diffusers. The work is in
-models/sd_pipeline.py.
+models/sd/pipeline.py.
 """
 from __future__ import annotations
 
-from ..models import folders
-from ..models.sd_pipeline import DTYPES, load_pipeline
+from ..models.core import folders
+from ..models.sd.pipeline import DTYPES, load_pipeline
 from .common import CATEGORY, file_fingerprint
 
 SOURCES = ("checkpoints", "diffusers")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 import math
 
-from ..models import folders
-from ..models.cache import get_cache
-from ..models.sd_lora import check_fits, load_lora
-from ..models.sd_types import LoraRef, arch_mismatch
+from ..models.core import folders
+from ..models.core.cache import get_cache
+from ..models.sd.lora import check_fits, load_lora
+from ..models.sd.types import LoraRef, arch_mismatch
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 log = logging.getLogger("visionkit")

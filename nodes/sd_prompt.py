@@ -1,8 +1,8 @@
 """Prompt Encode (CLIP): a pipeline's text encoders turn the positive and negative prompt into VK_CONDITIONING."""
 from __future__ import annotations
 
-from ..models.sd_prompt import MIN_CLIP_LAYER, SizeCond, check_nesting, encode_pair
-from ..models.sd_types import GenerationError, PipelineHandle
+from ..models.sd.prompt import MIN_CLIP_LAYER, SizeCond, check_nesting, encode_pair
+from ..models.sd.types import GenerationError, PipelineHandle
 from .common import CATEGORY
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION

@@ -1,10 +1,10 @@
 """LCM Sampler: VK_PIPELINE + VK_CONDITIONING (+ VK_CONTROL, IMAGE, MASK) → IMAGE.
 
-The work is in models/sd_sampler.py (and the scheduler choice in models/sd_schedulers.py).
+The work is in models/sd/sampler.py (and the scheduler choice in models/sd/schedulers.py).
 """
 from __future__ import annotations
 
-from ..models.sd_sampler import (
+from ..models.sd.sampler import (
     MAX_BATCH,
     MAX_SEED,
     MAX_SIZE,
@@ -14,7 +14,7 @@ from ..models.sd_sampler import (
     check_settings,
     generate,
 )
-from ..models.sd_schedulers import SCHEDULER_NAMES
+from ..models.sd.schedulers import SCHEDULER_NAMES
 from .common import CATEGORY
 
 

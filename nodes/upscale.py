@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from ..models import folders
-from ..models.cache import ModelSpec
-from ..models.imageops import check_image
+from ..models.core import folders
+from ..models.core.cache import ModelSpec
+from ..models.core.imageops import check_image
 from ..models.upscale import (
     ALPHA_MODES,
     DEFAULT_TILE,

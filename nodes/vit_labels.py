@@ -1,9 +1,15 @@
 """Image label nodes (ViT classifier): the loader and image → top-k labels with probabilities."""
 from __future__ import annotations
 
-from ..models import folders
-from ..models.hf_vision import DTYPES
-from ..models.vit_labels import MAX_TOP_K, LabelsError, check_top_k, classify, load_labels_model
+from ..models.core import folders
+from ..models.perception.hf_vision import DTYPES
+from ..models.perception.vit_labels import (
+    MAX_TOP_K,
+    LabelsError,
+    check_top_k,
+    classify,
+    load_labels_model,
+)
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 

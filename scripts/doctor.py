@@ -30,7 +30,7 @@ def main(argv=None) -> int:
         os.environ["VISIONKIT_MODELS_DIR"] = args.models
     os.environ.setdefault("VISIONKIT_STANDALONE", "1")
     load_pack()
-    from visionkit.models import doctor
+    from visionkit.tools import doctor
 
     report = {"versions": doctor.versions(), "devices": doctor.devices(),
               "findings": [f.__dict__ for f in doctor.diagnose()], "models": doctor.model_report()}

@@ -1,23 +1,24 @@
-"""Entry point of `scripts/models`: loads only the pack's models/ package (standard library modules: the
-catalog, the folder table, the manifest, the downloader), never the pack's nodes, torch or ComfyUI."""
+"""Entry point of `scripts/models`: loads the pack's tools/ and the data modules of models/core/ (the catalogue,
+the folder table; standard library only), never the pack's nodes, torch or ComfyUI: the pack's root
+__init__.py is not run (a bare parent package stands in for it)."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # abspath: keep a custom_nodes link
 
 
-def load_models_package():
+def load_downloader():
     name = "visionkit_models_cli"
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "models", "__init__.py"),
-                                                  submodule_search_locations=[os.path.join(ROOT, "models")])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return importlib.import_module(f"{name}.downloader")
+    if name not in sys.modules:
+        root = types.ModuleType(name)
+        root.__path__ = [ROOT]
+        sys.modules[name] = root
+    return importlib.import_module(f"{name}.tools.downloader")
 
 
 if __name__ == "__main__":
-    sys.exit(load_models_package().main())
+    sys.exit(load_downloader().main())

@@ -53,7 +53,7 @@ def pack(models_dir, monkeypatch):
     from vk_testing import import_pack
 
     mod = import_pack()
-    from visionkit_pack.models import cache as cache_mod
+    from visionkit_pack.models.core import cache as cache_mod
 
     old = cache_mod._CACHE
     cache_mod._CACHE = None

@@ -26,8 +26,8 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models import host  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
+from visionkit_pack.models.core import host  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 
 
 class Ctx:

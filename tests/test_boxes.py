@@ -12,7 +12,7 @@ def bx():
     from vk_testing import import_pack
 
     import_pack()
-    from visionkit_pack.models import boxes
+    from visionkit_pack.models.perception import boxes
 
     return boxes
 

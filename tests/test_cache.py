@@ -10,7 +10,8 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models import cache as C  # noqa: E402
+from visionkit_pack.models.core import cache as C  # noqa: E402
+from visionkit_pack.models.core.folders import ModelNotFoundError  # noqa: E402
 
 BUILDS: list[str] = []
 GATES: dict = {}  # name -> a function a build calls first (spec option "gate"): tests hold builds open with it
@@ -275,7 +276,7 @@ def test_failed_load_is_not_cached_and_waiters_get_the_error(tmp_path, monkeypat
 
 def test_missing_file_message(tmp_path):
     cache = C.ModelCache(budget_bytes=1 << 30)
-    with pytest.raises(FileNotFoundError, match="gone from disk"):
+    with pytest.raises(ModelNotFoundError, match="gone from disk"):
         cache.load(spec_for(str(tmp_path / "nope.pth")))
 
 

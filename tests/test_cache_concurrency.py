@@ -79,7 +79,7 @@ class InflightWaiters:
     can wait, with a deadline, until every other thread really waits for it."""
 
     def __init__(self, monkeypatch):
-        from visionkit_pack.models import cache as cache_mod
+        from visionkit_pack.models.core import cache as cache_mod
 
         self.cond = threading.Condition()
         self.count = 0
@@ -128,8 +128,8 @@ def run_threads(n, target) -> list[BaseException]:
 
 @pytest.fixture()
 def env(pack, monkeypatch):
-    from visionkit_pack.models import upscale_arch
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.upscale import arch as upscale_arch
+    from visionkit_pack.models.core.cache import get_cache
 
     loader = pack.NODE_CLASS_MAPPINGS["VisionKitUpscaleModelLoader"]()
     return loader, get_cache(), upscale_arch, monkeypatch

@@ -22,9 +22,9 @@ from vk_testing import import_pack
 from vk_testing import tiny_clip as T
 
 import_pack()
-from visionkit_pack.models import clip as C  # noqa: E402
-from visionkit_pack.models import imageops  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
+from visionkit_pack.models.perception import clip as C  # noqa: E402
+from visionkit_pack.models.core import imageops  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 
 LOGIT_ATOL = 1e-4
 ONE_LEVEL = 1 / 255 / min(C.OPENAI_STD) + 1e-6  # one 8-bit step, normalised

@@ -2,7 +2,7 @@
 
 The pack builds its transformers CLIPTokenizer (SD pipelines without tokenizer files, the CLIP node's
 transformers path, and the tokenizer both sides of the prompt-encode parity tests use) from its own reading
-of open_clip's bpe_simple_vocab_16e6.txt.gz (models/clip_base.py). Checked here against
+of open_clip's bpe_simple_vocab_16e6.txt.gz (models/perception/clip_base.py). Checked here against
 - the released CLIP tokenizer files (vocab.json, merges.txt of openai/clip-vit-large-patch14, as ComfyUI
   ships them in comfy/sd1_tokenizer: read from the ComfyUI checkout at test time, never copied), loaded by
   transformers' own CLIPTokenizer.from_pretrained;
@@ -23,8 +23,8 @@ from vk_testing import import_pack, tiers
 from vk_testing.comfy_server import ComfyUINotFound, find_comfyui_dir
 
 import_pack()
-from visionkit_pack.models import clip_base as cb  # noqa: E402
-from visionkit_pack.models import sd_prompt as sp  # noqa: E402
+from visionkit_pack.models.perception import clip_base as cb  # noqa: E402
+from visionkit_pack.models.sd import prompt as sp  # noqa: E402
 
 BOS, EOS = 49406, 49407
 CORPUS = [

@@ -1,7 +1,7 @@
 """The cache inside ComfyUI's memory management, with the real comfy.model_management (no server).
 
 Runs in a subprocess that imports ComfyUI's modules from COMFYUI_DIR (or ../shared/comfyui) the way
-ComfyUI's main does, then the pack, and checks the documented mechanism (models/comfy_bridge.py):
+ComfyUI's main does, then the pack, and checks the documented mechanism (models/core/comfy_bridge.py):
 a used model is managed by ComfyUI; an unload for memory pressure keeps it cached; unload_all_models
 (what /free runs) leaves the pack holding nothing, and the module is really freed.
 """
@@ -39,8 +39,8 @@ import comfy.model_management as mm
 folder_paths.add_model_folder_path("upscale_models", MODELS + "/upscale_models")
 spec = importlib.util.spec_from_file_location("vkpack", ROOT + "/__init__.py", submodule_search_locations=[ROOT])
 pack = importlib.util.module_from_spec(spec); sys.modules["vkpack"] = pack; spec.loader.exec_module(pack)
-from vkpack.models.cache import get_cache
-out = {"in_comfyui": __import__("vkpack.models.host", fromlist=["x"]).in_comfyui()}
+from vkpack.models.core.cache import get_cache
+out = {"in_comfyui": __import__("vkpack.models.core.host", fromlist=["x"]).in_comfyui()}
 loader = pack.NODE_CLASS_MAPPINGS["VisionKitUpscaleModelLoader"]()
 (handle,) = loader.load("tiny_RealESRGAN_x4plus.pth", "auto")
 cache = get_cache()
@@ -75,7 +75,7 @@ with cache.use(handle) as net3:
     ref3 = weakref.ref(net3)
 del net3
 out["memory_required"] = asked
-out["expected_required"] = __import__("vkpack.models.comfy_bridge", fromlist=["x"]).working_memory("upscale", 0)
+out["expected_required"] = __import__("vkpack.models.core.comfy_bridge", fromlist=["x"]).working_memory("upscale", 0)
 
 # something replaces unload_all_models behind the pack's back (another custom node, a reload) ...
 plain = mm.unload_all_models.__wrapped__
@@ -147,7 +147,7 @@ def test_bridge_loads_ask_for_working_memory_and_survive_a_replaced_unload(bridg
 
 def test_working_memory_estimates():
     import_pack()
-    from visionkit_pack.models.comfy_bridge import GiB, working_memory
+    from visionkit_pack.models.core.comfy_bridge import GiB, working_memory
 
     assert working_memory("sd_pipeline", 2 * GiB) == int(1.5 * GiB)  # the floor
     assert working_memory("sd_pipeline", 6 * GiB) == 3 * GiB  # half the weights (SDXL in fp32)

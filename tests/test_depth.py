@@ -20,7 +20,7 @@ def nodes(pack):
 
 @pytest.fixture()
 def dm(pack):
-    from visionkit_pack.models import depth
+    from visionkit_pack.models.perception import depth
 
     return depth
 
@@ -91,7 +91,7 @@ def test_resolution_changes_what_the_model_sees(nodes, models_dir):
 
 
 def test_loader_is_cached_and_says_what_a_wrong_folder_is(nodes, dm, models_dir, tmp_path, monkeypatch):
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     a, b = load(nodes), load(nodes)
     assert a == b and get_cache().stats()["totals"]["misses"] == 1

@@ -9,8 +9,8 @@ import sys
 from vk_testing import ROOT, import_pack
 
 import_pack()
-from visionkit_pack.models import doctor  # noqa: E402
-from visionkit_pack.models.catalog import CATALOG  # noqa: E402
+from visionkit_pack.tools import doctor  # noqa: E402
+from visionkit_pack.models.core.catalog import CATALOG  # noqa: E402
 
 
 def test_mismatched_torchaudio_and_torchvision_are_errors_with_fixes():
@@ -62,7 +62,7 @@ def test_model_report_marks_present_files(pack, models_dir):
 def test_catalog_and_readme_table_agree():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Models", 1)[1].split("\n## ", 1)[0]
-    from visionkit_pack.models.folders import FOLDERS
+    from visionkit_pack.models.core.folders import FOLDERS
 
     for m in CATALOG:
         assert m.file in table, f"{m.file} is in the catalog but not in the README's model table"

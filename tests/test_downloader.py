@@ -1,4 +1,4 @@
-"""scripts/models (models/downloader.py) against a loopback HTTP server: resume, checksums, atomic rename,
+"""scripts/models (tools/downloader.py) against a loopback HTTP server: resume, checksums, atomic rename,
 folder models, licences, workflow extraction, exit codes; and the real manifest's rules.
 
 The server (stdlib http.server in a thread) serves bytes from a dict, honours Range (206 + Content-Range)
@@ -25,9 +25,9 @@ import pytest
 from vk_testing import ROOT, import_pack
 
 import_pack()
-from visionkit_pack.models import downloader as D  # noqa: E402
-from visionkit_pack.models.catalog import CATALOG  # noqa: E402
-from visionkit_pack.models.model_manifest import MANIFEST, ManifestEntry, RemoteFile  # noqa: E402
+from visionkit_pack.tools import downloader as D  # noqa: E402
+from visionkit_pack.models.core.catalog import CATALOG  # noqa: E402
+from visionkit_pack.tools.manifest import MANIFEST, ManifestEntry, RemoteFile  # noqa: E402
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

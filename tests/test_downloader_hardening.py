@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from test_downloader import NO_PROXY, DATA, cli, entry, fetch, make_zip, server, sha  # noqa: F401
-from visionkit_pack.models import downloader as D
-from visionkit_pack.models.model_manifest import MANIFEST, RemoteFile
+from visionkit_pack.tools import downloader as D
+from visionkit_pack.tools.manifest import MANIFEST, RemoteFile
 
 BAD_PATHS = {
     "dotdot": "../../../../../tmp/x.pth",
@@ -172,7 +172,7 @@ def test_real_file_size_limit_in_a_child_process(server, tmp_path):  # noqa: F81
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from vk_testing import import_pack
         import_pack()
-        from visionkit_pack.models import downloader as D
+        from visionkit_pack.tools import downloader as D
         import urllib.request
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
         try:

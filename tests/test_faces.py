@@ -18,10 +18,10 @@ from vk_testing import import_pack, netguard
 from vk_testing.tiny_faces import scene
 
 import_pack()
-from visionkit_pack.models import faces as F
-from visionkit_pack.models import folders
-from visionkit_pack.models.cache import get_cache
-from visionkit_pack.models.faces_draw import faces_mask
+from visionkit_pack.models.perception import faces as F
+from visionkit_pack.models.core import folders
+from visionkit_pack.models.core.cache import get_cache
+from visionkit_pack.models.perception.faces_draw import faces_mask
 
 REF_TASKS = ["detection", "recognition", "genderage"]
 
@@ -319,7 +319,7 @@ def test_face_detect_node(pack, models_dir):
 
 
 def test_progress_per_image(pack):
-    from visionkit_pack.models import host
+    from visionkit_pack.models.core import host
 
     calls = []
     handle = F.load_face_model("tiny_antelope", "CPU", 128)

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture()
 def folders(pack):
-    from visionkit_pack.models import folders
+    from visionkit_pack.models.core import folders
 
     return folders
 
@@ -118,7 +118,7 @@ def test_registration_with_comfy_folder_paths_adds_and_never_replaces(pack, monk
     import sys
     import types
 
-    from visionkit_pack.models import folders, host
+    from visionkit_pack.models.core import folders, host
 
     fp = types.ModuleType("folder_paths")
     fp.models_dir = str(tmp_path / "models")
@@ -180,7 +180,7 @@ def test_two_symlink_loops_do_not_hang_the_listing(tmp_path):
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from vk_testing import import_pack
         import_pack()
-        from visionkit_pack.models import folders
+        from visionkit_pack.models.core import folders
         print(folders.list_models("loras"))
     """)
     env = {**os.environ, "VISIONKIT_MODELS_DIR": str(root)}

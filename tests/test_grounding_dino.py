@@ -26,7 +26,7 @@ def one_thread():
 
 @pytest.fixture()
 def gd(pack):
-    from visionkit_pack.models import grounding_dino
+    from visionkit_pack.models.perception import grounding_dino
 
     return grounding_dino
 
@@ -104,7 +104,7 @@ def test_pixel_values_equal_the_image_processor(pack, models_dir, nodes, gd):
     pil = Image.fromarray((img.numpy() * 255).round().astype(np.uint8))
     proc = GroundingDinoProcessor.from_pretrained(str(models_dir / "grounding-dino" / FOLDER), local_files_only=True)
     want = proc(images=pil, text="a.", return_tensors="pt")["pixel_values"]  # default 800 / 1333
-    with pack.models.cache.get_cache().use(spec) as bundle:
+    with pack.models.core.cache.get_cache().use(spec) as bundle:
         chw = torch.from_numpy((img.numpy() * 255).round().astype(np.uint8)).permute(2, 0, 1)
         got = bundle.image_processor(images=[chw], return_tensors="pt")["pixel_values"]
     assert got.shape == want.shape == (1, 3, 800, 1120)
@@ -116,7 +116,7 @@ def test_original_checkpoint_round_trip_gives_equal_outputs(pack, nodes, gd):
     """The tiny transformers model written in IDEA's key layout (tiny_dino.to_original_layout) and loaded
     back through the loader gives the same raw outputs and boxes as the transformers folder."""
     a, b = load(nodes, FOLDER), load(nodes, ORIGINAL)
-    cache = pack.models.cache.get_cache()
+    cache = pack.models.core.cache.get_cache()
     img = images(1)
     chw = torch.from_numpy((img[0].numpy() * 255).round().astype(np.uint8)).permute(2, 0, 1)
     raw = []
@@ -146,7 +146,7 @@ def test_architecture_comes_from_shapes_not_the_file_name(pack, models_dir, node
     sd = torch.load(src / ORIGINAL, weights_only=True)["model"]
     save_file(sd, str(d / "groundingdino_swint_ogc.safetensors"))  # same weights, safetensors container
     monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(tmp_path))
-    cache = pack.models.cache.get_cache()
+    cache = pack.models.core.cache.get_cache()
     for name in ("groundingdino_swinb_cogcoor.pth", "groundingdino_swint_ogc.safetensors"):
         spec = load(nodes, name)
         meta = next(e for e in cache.entries() if e["path"] == spec.path)
@@ -218,7 +218,7 @@ def test_missing_tokenizer_files_name_the_folder_and_files(pack, models_dir, nod
         load(nodes, ORIGINAL)
     msg = str(ei.value)
     assert str(d) in msg and "vocab.txt" in msg and "tokenizer_config.json" in msg
-    assert len(pack.models.cache.get_cache()) == 0
+    assert len(pack.models.core.cache.get_cache()) == 0
     # a transformers folder without its tokenizer files
     folder = _models_root_with(tmp_path, monkeypatch, {"dino-folder": models_dir / "grounding-dino" / FOLDER})
     folder = folder / "dino-folder"
@@ -316,7 +316,7 @@ def test_position_best_and_max_select_after_thresholding(pack, nodes):
 
 
 def test_the_cached_model_is_shared_and_unchanged_by_runs(pack, nodes):
-    cache = pack.models.cache.get_cache()
+    cache = pack.models.core.cache.get_cache()
     spec = load(nodes, ORIGINAL)
     assert load(nodes, ORIGINAL) == spec and len(cache) == 1  # one file, one entry
     with cache.use(spec) as bundle:
@@ -376,7 +376,7 @@ def test_api_workflow_runs(pack, nodes, tmp_path):
 
 def test_original_checkpoint_loads_to_defined_values_every_time(pack, nodes):
     """Weights the original file lacks (Swin's unused final norm) must not hold uninitialised memory."""
-    cache = pack.models.cache.get_cache()
+    cache = pack.models.core.cache.get_cache()
     states = []
     for _ in range(3):
         spec = load(nodes, ORIGINAL)

@@ -8,7 +8,7 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models import imageops as io  # noqa: E402
+from visionkit_pack.models.core import imageops as io  # noqa: E402
 
 
 def rand_u8(*shape, seed=0):

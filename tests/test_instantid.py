@@ -22,13 +22,13 @@ from vk_testing import tiny_instantid as TI
 from vk_testing.tiny_faces import scene
 
 import_pack()
-from visionkit_pack.models import instantid as I  # noqa: E402
-from visionkit_pack.models import sd_sampler as S  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.face_keypoints import COLORS, KeypointsError, draw_keypoints, keypoints_image  # noqa: E402
-from visionkit_pack.models.patching import RunPatches  # noqa: E402
-from visionkit_pack.models.sd_pipeline import load_pipeline, use_pipeline  # noqa: E402
-from visionkit_pack.models.sd_types import GenerationError  # noqa: E402
+from visionkit_pack.models.sd import instantid as I  # noqa: E402
+from visionkit_pack.models.sd import sampler as S  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.sd.instantid_keypoints import COLORS, KeypointsError, draw_keypoints, keypoints_image  # noqa: E402
+from visionkit_pack.models.core.patching import RunPatches  # noqa: E402
+from visionkit_pack.models.sd.pipeline import load_pipeline, use_pipeline  # noqa: E402
+from visionkit_pack.models.sd.types import GenerationError  # noqa: E402
 
 ADAPTER, IDNET = "tiny-instantid.bin", "tiny-sdxl-identitynet"
 KPS = np.array([[22.0, 20.0], [58.0, 21.0], [40.0, 38.0], [26.0, 58.0], [55.0, 57.0]])  # eyes, nose, mouth (80×72)
@@ -95,7 +95,7 @@ def module_state(module):
 
 
 def assert_same_state(module, snap):
-    from visionkit_pack.models import sd_lora_apply
+    from visionkit_pack.models.sd import lora_apply as sd_lora_apply
 
     sd_lora_apply.release(module)  # a LoRA stack a run left applied (kept for the next run) comes off exactly
     tensors, procs = snap
@@ -228,7 +228,7 @@ def test_wrong_files_are_refused_with_the_reason(pack, models_dir, tmp_path):
 
 # ------------------------------------------------------------------ the run hook against diffusers
 def test_identitynet_gets_the_image_tokens_like_instantids_pipeline(pack, models_dir):
-    from visionkit_pack.models.ip_attention import describe_installed
+    from visionkit_pack.models.sd.ip_attention import describe_installed
 
     handle = load(pack)
     kps = keypoints_image(KPS, 80, 72)

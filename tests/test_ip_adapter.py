@@ -27,12 +27,12 @@ from vk_testing import import_pack
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, for the T2 test)
 
 import_pack()
-from visionkit_pack.models import host
-from visionkit_pack.models import ip_adapter as IA
-from visionkit_pack.models.cache import get_cache
-from visionkit_pack.models.clip_vision import config_from_state_dict
-from visionkit_pack.models.sd_pipeline import use_pipeline
-from visionkit_pack.models.sd_types import GenerationError
+from visionkit_pack.models.core import host
+from visionkit_pack.models.sd import ip_adapter as IA
+from visionkit_pack.models.core.cache import get_cache
+from visionkit_pack.models.sd.clip_vision import config_from_state_dict
+from visionkit_pack.models.sd.pipeline import use_pipeline
+from visionkit_pack.models.sd.types import GenerationError
 
 LOADER, APPLY = "VisionKitIPAdapterLoader", "VisionKitIPAdapterApply"
 ENC = "tiny-clip-vision.safetensors"
@@ -208,7 +208,7 @@ def test_sdxl_and_style_only_equal_diffusers(pack, models_dir):
 
 
 def _targets(unet, blocks):
-    from visionkit_pack.models.ip_attention import IPTerm, cross_attention_names
+    from visionkit_pack.models.sd.ip_attention import IPTerm, cross_attention_names
 
     term = IPTerm(weights={}, cond=torch.zeros(1, 1, 1), blocks=blocks)
     return {n for n in cross_attention_names(unet) if term.acts_on(n)}
@@ -217,7 +217,7 @@ def _targets(unet, blocks):
 def _diffusers_targets(unet, scale):
     """The cross-attention layers diffusers' set_ip_adapter_scale(scale) gives a non-zero scale (its own expansion)."""
     from diffusers.loaders.unet_loader_utils import _maybe_expand_lora_scales
-    from visionkit_pack.models.ip_attention import cross_attention_names
+    from visionkit_pack.models.sd.ip_attention import cross_attention_names
 
     (cfg,) = _maybe_expand_lora_scales(unet, [scale], default_scale=0.0)
     out = set()
@@ -241,7 +241,7 @@ def test_mode_blocks_on_the_real_unets_match_diffusers_scale_dicts(arch, mode, s
     import json
 
     from diffusers import UNet2DConditionModel
-    from visionkit_pack.models.sd_convert import CONFIG_DIR
+    from visionkit_pack.models.sd.convert import CONFIG_DIR
 
     with open(f"{CONFIG_DIR}/{arch}/unet/config.json") as f:
         cfg = json.load(f)
@@ -480,13 +480,13 @@ def test_t2_nodes_in_comfyui(comfy):  # noqa: F811
 
 def test_two_installs_on_one_unet_add_up_like_one_with_two_terms():
     """ip_attention's contract for IP-Adapter + InstantID in one run: separate installs stack on the same layers."""
-    from visionkit_pack.models.ip_attention import (
+    from visionkit_pack.models.sd.ip_attention import (
         IPTerm,
         describe_installed,
         install_ip_attention,
         ip_layers_from_state_dict,
     )
-    from visionkit_pack.models.patching import RunPatches
+    from visionkit_pack.models.core.patching import RunPatches
     from vk_testing.tiny_ipadapter import tiny_ipadapter
     from vk_testing.tiny_sd import tiny_components
 

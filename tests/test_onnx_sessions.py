@@ -11,8 +11,8 @@ import torch
 from vk_testing import import_pack, tiers
 
 import_pack()
-from visionkit_pack.models import onnx_sessions as ox  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
+from visionkit_pack.models.core import onnx_sessions as ox  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 
 
 @pytest.fixture()

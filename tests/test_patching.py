@@ -9,7 +9,7 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models.patching import PatchError, RunPatches, model_lock  # noqa: E402
+from visionkit_pack.models.core.patching import PatchError, RunPatches, model_lock  # noqa: E402
 
 
 def snapshot(m):

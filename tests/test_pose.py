@@ -21,14 +21,14 @@ def nodes(pack):
 
 @pytest.fixture()
 def pm(pack):
-    from visionkit_pack.models import pose
+    from visionkit_pack.models.perception import pose
 
     return pose
 
 
 @pytest.fixture()
 def draw(pack):
-    from visionkit_pack.models import pose_draw
+    from visionkit_pack.models.perception import pose_draw
 
     return pose_draw
 
@@ -220,7 +220,7 @@ def test_node_pose_image_is_the_drawing_of_its_json(nodes, draw):
 
 # ---------------------------------------------------------------- loading and bad input
 def test_loader_is_cached_and_says_what_a_wrong_folder_is(nodes, pm, models_dir, tmp_path, monkeypatch):
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     a, b = load(nodes), load(nodes)
     assert a == b and get_cache().stats()["totals"]["misses"] == 1

@@ -10,12 +10,12 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models import sam as S  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
+from visionkit_pack.models.perception import sam as S  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 
 
 def test_arch_detected_from_fixture_and_from_real_sizes(pack, models_dir):
-    from visionkit_pack.models.weights import load_state_dict
+    from visionkit_pack.models.core.weights import load_state_dict
 
     sd = load_state_dict(str(models_dir / "sams" / "tiny_sam_vit.pth"))
     arch = S.detect_arch(sd)
@@ -46,7 +46,7 @@ def test_loader_refuses_a_real_esrgan_file(pack):
     assert nodes["VisionKitSAMLoader"].VALIDATE_INPUTS("tiny_sam_vit.pth") is True
     with pytest.raises(S.SamModelError, match="not a segment-anything checkpoint"):
         loader = nodes["VisionKitSAMLoader"]()
-        from visionkit_pack.models import folders
+        from visionkit_pack.models.core import folders
 
         path = folders.resolve("upscale_models", "tiny_RealESRGAN_x4plus.pth")
         get_cache().load(S.sam_spec(path))

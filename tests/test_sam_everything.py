@@ -14,9 +14,9 @@ from vk_testing import import_pack
 from vk_testing import tiny_models
 
 import_pack()
-from visionkit_pack.models import sam_everything as E  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.sam import _to_uint8_rgb  # noqa: E402
+from visionkit_pack.models.perception import sam_everything as E  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.perception.sam import _to_uint8_rgb  # noqa: E402
 
 LOOSE = dict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0, points_per_batch=4)
 

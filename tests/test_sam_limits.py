@@ -11,8 +11,8 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models import sam as S  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
+from visionkit_pack.models.perception import sam as S  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 
 
 @pytest.mark.parametrize("points, msg", [

@@ -10,10 +10,10 @@ import torch
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models import host  # noqa: E402
-from visionkit_pack.models import sd_memory as M  # noqa: E402
-from visionkit_pack.models.sd_pipeline import load_pipeline  # noqa: E402
-from visionkit_pack.models.sd_types import GenerationError  # noqa: E402
+from visionkit_pack.models.core import host  # noqa: E402
+from visionkit_pack.models.sd import memory as M  # noqa: E402
+from visionkit_pack.models.sd.pipeline import load_pipeline  # noqa: E402
+from visionkit_pack.models.sd.types import GenerationError  # noqa: E402
 
 SD15_UNET = types.SimpleNamespace(block_out_channels=[320, 640, 1280, 1280], down_block_types=[
     "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
@@ -70,8 +70,8 @@ def test_cancel_during_a_step_is_honoured_before_the_step_ends(tiny, monkeypatch
             raise Cancelled()
 
     monkeypatch.setattr(host, "throw_if_cancelled", throw)
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.models.sd_pipeline import use_pipeline
+    from visionkit_pack.models.core.cache import get_cache
+    from visionkit_pack.models.sd.pipeline import use_pipeline
 
     with use_pipeline(h) as comps:
         unet = comps.unet
@@ -116,7 +116,7 @@ def test_upscale_validator_explains_values_that_are_not_numbers(pack, kw, says):
 
 
 def test_deeply_nested_prompt_is_refused_at_validation_and_in_the_engine(pack):
-    from visionkit_pack.models import sd_prompt as P
+    from visionkit_pack.models.sd import prompt as P
 
     deep = "(" * 5000 + "a" + ")" * 5000
     out = pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"].VALIDATE_INPUTS(0, deep, "")
@@ -134,7 +134,7 @@ def test_the_parser_needs_no_recursion(monkeypatch):
     """Iterative: a nesting at the limit parses with a recursion limit far below it."""
     import sys
 
-    from visionkit_pack.models import sd_prompt as P
+    from visionkit_pack.models.sd import prompt as P
 
     text = "(" * P.MAX_NESTING + "a" + ")" * P.MAX_NESTING
     old = sys.getrecursionlimit()
@@ -160,7 +160,7 @@ def test_long_attention_is_chunked_with_cancel_checks_and_the_same_image(tiny, m
     its second chunk, and the plain processors are back afterwards."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from visionkit_pack.models.sd_pipeline import use_pipeline
+    from visionkit_pack.models.sd.pipeline import use_pipeline
 
     node, h, cond = tiny
     plain = node.sample(h, cond, 5, 2, 1.0, "lcm", 64, 64, 1, 1.0)[0]

@@ -12,9 +12,9 @@ from vk_testing import import_pack
 from vk_testing import tiny_sd_extras as X
 
 import_pack()
-from visionkit_pack.models import sd_controlnet as C  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.sd_types import ControlEntry, GenerationError  # noqa: E402
+from visionkit_pack.models.sd import controlnet as C  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.sd.types import ControlEntry, GenerationError  # noqa: E402
 
 
 def cn_dir(models_dir):
@@ -191,7 +191,7 @@ def test_multi_controlnet_sums_like_diffusers_multicontrolnet(pack, models_dir):
     with C.ControlNetRun(chain, X.tiny_base("sd15"), do_classifier_free_guidance=True) as run:
         got = run.residuals(lmi, t, ehs, 1, 4)
     from diffusers import ControlNetModel
-    from visionkit_pack.models.weights import load_state_dict
+    from visionkit_pack.models.core.weights import load_state_dict
 
     second = diffusers_reference(models_dir, "tiny-sd15-controlnet")
     second = ControlNetModel.from_config(second.config).eval()
@@ -316,8 +316,8 @@ def test_residuals_feed_the_tiny_pipeline_unet(pack, models_dir):
     """With the pipeline loader's tiny SD1.5 / SDXL pipelines (tests/vk_testing/tiny_sd.py): the ControlNets made
     for them load (LDM file; SDXL single file whose size-embedding width is corrected per run) and their
     residuals go into the pipeline's UNet as the sampler will pass them."""
-    from visionkit_pack.models import sd_pipeline
-    from visionkit_pack.models.sd_types import use_components
+    from visionkit_pack.models.sd import pipeline as sd_pipeline
+    from visionkit_pack.models.sd.types import use_components
 
     for arch, name in (("sd15", "for-tiny-sd15-ldm.safetensors"), ("sdxl", "for-tiny-sdxl.safetensors")):
         handle = sd_pipeline.load_pipeline(str(models_dir / "diffusers" / f"tiny-{arch}"))

@@ -99,8 +99,8 @@ def test_diffusers_own_conversion_of_the_file_gives_the_folder(models_dir, name)
 @pytest.mark.parametrize("name", PIPES)
 def test_the_packs_conversion_equals_diffusers(pack, models_dir, name):
     """The loader's modules from the single file hold exactly what diffusers' conversion of that file gives."""
-    from visionkit_pack.models import sd_pipeline
-    from visionkit_pack.models.sd_types import use_components
+    from visionkit_pack.models.sd import pipeline as sd_pipeline
+    from visionkit_pack.models.sd.types import use_components
 
     sd = load_file(models_dir / "checkpoints" / f"{name}.safetensors")
     converted = diffusers_conversion(sd, models_dir, name)

@@ -10,11 +10,11 @@ from vk_testing import import_pack, tiers
 from vk_testing import tiny_sd_extras as X
 
 import_pack()
-from visionkit_pack.models import sd_lora as L  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.patching import RunPatches  # noqa: E402
-from visionkit_pack.models.sd_types import GenerationError, LoraRef, use_components  # noqa: E402
-from visionkit_pack.models.weights import load_state_dict  # noqa: E402
+from visionkit_pack.models.sd import lora as L  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.core.patching import RunPatches  # noqa: E402
+from visionkit_pack.models.sd.types import GenerationError, LoraRef, use_components  # noqa: E402
+from visionkit_pack.models.core.weights import load_state_dict  # noqa: E402
 
 FORMATS = ("kohya", "peft", "diffusers-old")
 
@@ -270,7 +270,7 @@ def test_chaining_two_loras_sums_them_and_strength_zero_changes_nothing(pack, mo
 def test_lora_on_then_off_leaves_the_cached_model_bit_identical(pack, models_dir):
     """The stack stays applied after its run (recorded) and a run without LoRAs gets the originals back:
     the same Parameter objects with bit-identical values, after a normal run and after one that raised."""
-    from visionkit_pack.models import sd_lora_apply as A
+    from visionkit_pack.models.sd import lora_apply as A
 
     handle = X.base_pipeline_handle(models_dir, "sdxl")
     handle = handle.with_lora(ref(models_dir, "sdxl", "kohya", 1.0, 1.0)).with_lora(
@@ -342,7 +342,7 @@ def test_loader_node_chains_and_checks_the_architecture(pack, models_dir):
 
 def test_loader_node_on_the_tiny_pipeline_fixture(pack, models_dir):
     """The LoRA made for tests/vk_testing/tiny_sd.py's pipelines, through the real pipeline loader."""
-    from visionkit_pack.models import sd_pipeline
+    from visionkit_pack.models.sd import pipeline as sd_pipeline
     node = pack.NODE_CLASS_MAPPINGS["VisionKitLoraLoader"]
     for arch in ("sd15", "sdxl"):
         handle = sd_pipeline.load_pipeline(str(models_dir / "diffusers" / f"tiny-{arch}"))

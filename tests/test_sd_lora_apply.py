@@ -1,4 +1,4 @@
-"""LoRA application in place (models/sd_lora_apply.py): the same weights and images as the previous per-run
+"""LoRA application in place (models/sd/lora_apply.py): the same weights and images as the previous per-run
 W + ΔW implementation (a copy of its math is kept here as the reference), patched once per stack and restored
 bit-identically; one cached pipeline shared by runs with and without the LoRA, from two threads; a cancelled or
 failed run; the cache purge releasing the backups."""
@@ -16,14 +16,14 @@ from vk_testing import tiny_sd_extras as X
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, for the T2 test)
 
 import_pack()
-from visionkit_pack.models import host  # noqa: E402
-from visionkit_pack.models import sd_lora as L  # noqa: E402
-from visionkit_pack.models import sd_lora_apply as A  # noqa: E402
-from visionkit_pack.models import sd_sampler as S  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.patching import RunPatches  # noqa: E402
-from visionkit_pack.models.sd_pipeline import load_pipeline, use_pipeline  # noqa: E402
-from visionkit_pack.models.sd_types import LoraRef  # noqa: E402
+from visionkit_pack.models.core import host  # noqa: E402
+from visionkit_pack.models.sd import lora as L  # noqa: E402
+from visionkit_pack.models.sd import lora_apply as A  # noqa: E402
+from visionkit_pack.models.sd import sampler as S  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.core.patching import RunPatches  # noqa: E402
+from visionkit_pack.models.sd.pipeline import load_pipeline, use_pipeline  # noqa: E402
+from visionkit_pack.models.sd.types import LoraRef  # noqa: E402
 
 SETTINGS = S.SamplerSettings(steps=4, seed=5, width=64, height=64)
 

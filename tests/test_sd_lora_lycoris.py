@@ -17,9 +17,9 @@ from vk_testing import ROOT, import_pack, tiers
 from vk_testing import tiny_sd_extras as X
 
 import_pack()
-from visionkit_pack.models import sd_lora as L  # noqa: E402
-from visionkit_pack.models.patching import RunPatches  # noqa: E402
-from visionkit_pack.models.sd_types import LoraRef  # noqa: E402
+from visionkit_pack.models.sd import lora as L  # noqa: E402
+from visionkit_pack.models.core.patching import RunPatches  # noqa: E402
+from visionkit_pack.models.sd.types import LoraRef  # noqa: E402
 
 UNET_MODULES = ("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
                 "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",

@@ -16,9 +16,9 @@ from vk_testing import import_pack, netguard
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, for the T2 test)
 
 vk = import_pack()
-from visionkit_pack.models import sd_pipeline as sp  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.sd_types import PipelineHandle, use_components  # noqa: E402
+from visionkit_pack.models.sd import pipeline as sp  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.sd.types import PipelineHandle, use_components  # noqa: E402
 from visionkit_pack.nodes.sd_loaders import FROM_CHECKPOINT, VisionKitPipelineLoader  # noqa: E402
 
 PIPES = {  # fixture name: (arch, seed, UNet in-channels) as tiny_sd builds them
@@ -124,7 +124,7 @@ def test_ldm_layout_is_the_original_one(models_dir):
 
 def test_real_sizes_get_the_shipped_configs():
     """Shapes of the real SD1.5 / SDXL files give the shipped configs unchanged (checked on meta tensors)."""
-    from visionkit_pack.models import sd_convert as sc
+    from visionkit_pack.models.sd import convert as sc
     from vk_testing import tiny_sd
 
     for arch in ("sd15", "sdxl"):

@@ -18,9 +18,9 @@ import torch
 from vk_testing import ROOT, import_pack, tiers
 
 vk = import_pack()
-from visionkit_pack.models import sd_prompt as sp
-from visionkit_pack.models.cache import ModelSpec
-from visionkit_pack.models.sd_types import Components, GenerationError, LoraRef, PipelineHandle
+from visionkit_pack.models.sd import prompt as sp
+from visionkit_pack.models.core.cache import ModelSpec
+from visionkit_pack.models.sd.types import Components, GenerationError, LoraRef, PipelineHandle
 
 BOS, EOS = 49406, 49407
 COMFY = Path(os.environ.get("COMFYUI_DIR") or ROOT.parent / "shared" / "comfyui")
@@ -30,7 +30,7 @@ COMFY = Path(os.environ.get("COMFYUI_DIR") or ROOT.parent / "shared" / "comfyui"
 @functools.cache
 def _tokenizer(pad: str | None = None):
     from transformers import CLIPTokenizer
-    from visionkit_pack.models.clip_base import bpe_vocab_and_merges
+    from visionkit_pack.models.perception.clip_base import bpe_vocab_and_merges
 
     vocab, merges = bpe_vocab_and_merges()
     kw = {"pad_token": pad} if pad else {}
@@ -455,7 +455,7 @@ def test_lora_hook_without_lora_engine_warns_and_encodes(pack, tmp_path, monkeyp
 
     real_find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.endswith(".models.sd_lora") else real_find(name, *a))
+                        lambda name, *a: None if name.endswith(".models.sd.lora") else real_find(name, *a))
     sp._WARNED.discard("lora")
     with caplog.at_level(logging.WARNING, logger="visionkit"):
         cond = sp.encode_pair(_handle(tmp_path, loras=[_lora(tmp_path)]), "a cat", "")
@@ -471,7 +471,7 @@ def test_lora_hook_calls_apply_lora_text_and_undoes_it(pack, tmp_path, monkeypat
         bias = comps.text_encoder.final_layer_norm.bias
         patches.set_params(comps.text_encoder, {"final_layer_norm.bias": bias + 1.0})
 
-    name = "visionkit_pack.models.sd_lora"
+    name = "visionkit_pack.models.sd.lora"
     fake = types.ModuleType(name)
     fake.apply_lora_text = apply_lora_text
     import importlib.machinery
@@ -490,7 +490,7 @@ def test_lora_hook_calls_apply_lora_text_and_undoes_it(pack, tmp_path, monkeypat
 
 # ================================================================ with the real pipeline loader
 def _loader():
-    from visionkit_pack.models import sd_pipeline
+    from visionkit_pack.models.sd import pipeline as sd_pipeline
 
     return sd_pipeline
 
@@ -511,7 +511,7 @@ def _diffusers_reference(comps, pos, neg):
 
 
 def _check_node_on(handle, tol=1e-5):
-    from visionkit_pack.models.sd_types import use_components
+    from visionkit_pack.models.sd.types import use_components
     from visionkit_pack.nodes.sd_prompt import VisionKitPromptEncode as N
 
     pos, neg = "a photo of a cat, sunny", "blurry"

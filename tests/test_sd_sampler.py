@@ -19,11 +19,11 @@ from vk_testing import import_pack
 from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, for the T2 test)
 
 import_pack()
-from visionkit_pack.models import host  # noqa: E402
-from visionkit_pack.models import sd_sampler as S  # noqa: E402
-from visionkit_pack.models.cache import get_cache  # noqa: E402
-from visionkit_pack.models.sd_pipeline import build_tokenizer, load_pipeline, use_pipeline  # noqa: E402
-from visionkit_pack.models.sd_types import ControlEntry, GenerationError  # noqa: E402
+from visionkit_pack.models.core import host  # noqa: E402
+from visionkit_pack.models.sd import sampler as S  # noqa: E402
+from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.sd.pipeline import build_tokenizer, load_pipeline, use_pipeline  # noqa: E402
+from visionkit_pack.models.sd.types import ControlEntry, GenerationError  # noqa: E402
 
 ATOL = 1e-4
 NODE = "VisionKitLCMSampler"
@@ -111,7 +111,7 @@ def box_mask(h=64, w=64, box=(16, 20, 48, 44)):
 
 def unet_snapshot(h):
     """The UNet's parameters (objects and values) with no LoRA applied (see assert_unet_unchanged)."""
-    from visionkit_pack.models import sd_lora_apply
+    from visionkit_pack.models.sd import lora_apply as sd_lora_apply
 
     with use_pipeline(h) as comps:
         sd_lora_apply.release(comps.unet)
@@ -120,8 +120,8 @@ def unet_snapshot(h):
 
 def assert_unet_unchanged(h, snap):
     """Every parameter is the same object with the same value, once a LoRA stack a run left applied (kept,
-    recorded, for the next run with the same stack: models/sd_lora_apply) is taken off."""
-    from visionkit_pack.models import sd_lora_apply
+    recorded, for the next run with the same stack: models/sd/lora_apply.py) is taken off."""
+    from visionkit_pack.models.sd import lora_apply as sd_lora_apply
 
     with use_pipeline(h) as comps:
         sd_lora_apply.release(comps.unet)
@@ -265,7 +265,7 @@ def _tiny_controlnet(seed):
 
 
 def test_controlnet_and_multi_controlnet_equal_diffusers(pack, models_dir, tmp_path):
-    from visionkit_pack.models.sd_controlnet import load_controlnet
+    from visionkit_pack.models.sd.controlnet import load_controlnet
     from vk_testing import tiny_sd_extras as X
 
     h = handle(models_dir, "tiny-sd15")

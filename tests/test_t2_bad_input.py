@@ -85,7 +85,7 @@ def _with_training_args(comfy) -> str:  # noqa: F811
     from vk_testing import import_pack
 
     import_pack()
-    from visionkit_pack.models.weights import load_state_dict
+    from visionkit_pack.models.core.weights import load_state_dict
 
     sd = load_state_dict(str(Path(comfy.models_dir) / "upscale_models" / TINY_X4))
     buf = io.BytesIO()
@@ -100,7 +100,7 @@ def _dino_folder_with_pickled_bin(comfy, marker: Path) -> str:  # noqa: F811
     from vk_testing import import_pack
 
     import_pack()
-    from visionkit_pack.models.weights import load_state_dict
+    from visionkit_pack.models.core.weights import load_state_dict
 
     src = Path(comfy.models_dir) / "grounding-dino" / "tiny-grounding-dino"
     name = f"t2bad_{uuid.uuid4().hex[:8]}"

@@ -82,9 +82,9 @@ def test_log_shows_the_pack_imported(comfy):  # noqa: F811
 
 def test_model_folders_route_and_folder_paths(comfy):  # noqa: F811
     table = comfy.get_json("/visionkit/models")
-    assert set(table) == set(PACK.models.folders.FOLDERS), sorted(table)
+    assert set(table) == set(PACK.models.core.folders.FOLDERS), sorted(table)
     real = os.path.realpath
-    for key, spec in PACK.models.folders.FOLDERS.items():
+    for key, spec in PACK.models.core.folders.FOLDERS.items():
         row = table[key]
         assert {"folders", "files", "holds", "get"} <= set(row), row
         folders = [real(p) for p in row["folders"]]
@@ -95,7 +95,7 @@ def test_model_folders_route_and_folder_paths(comfy):  # noqa: F811
     assert TINY_X4 in table["upscale_models"]["files"]
     assert "tiny_sam_vit.pth" in table["sams"]["files"]
     # ComfyUI's own folder_paths knows the pack's keys and still lists the yaml's files
-    assert set(PACK.models.folders.FOLDERS) <= set(comfy.get_json("/models"))
+    assert set(PACK.models.core.folders.FOLDERS) <= set(comfy.get_json("/models"))
     assert TINY_X4 in comfy.get_json("/models/upscale_models")
 
 

@@ -19,7 +19,8 @@ from vk_testing.tiny_upscale import (
 )
 
 import_pack()
-from visionkit_pack.models import host, imageops, upscale_tiles
+from visionkit_pack.models.core import host, imageops
+from visionkit_pack.models.upscale import tiles as upscale_tiles
 from visionkit_pack.models import upscale as U
 
 FIXTURES = UPSCALE_FIXTURES
@@ -262,7 +263,7 @@ def test_tiny_images_and_pads_longer_than_the_image(pack, models_dir):
 
 
 def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
     before = {k: v.clone() for k, v in entry.value.module.state_dict().items()}
@@ -291,7 +292,7 @@ def test_progress_reports_once_per_tile(pack, models_dir):
 
 
 def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     class Interrupted(Exception):
         pass
@@ -340,7 +341,7 @@ def test_memory_precheck_refuses_with_an_estimate(pack, models_dir, monkeypatch)
 
 
 def _model(spec):
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
 
     with get_cache().use(spec) as m:
         return m

@@ -28,7 +28,7 @@ def test_fixture_outputs_span_the_range(pack, models_dir, name):
 
 
 def test_loader_detects_every_fixture(pack, models_dir):
-    from visionkit_pack.models.cache import get_cache
+    from visionkit_pack.models.core.cache import get_cache
     from visionkit_pack.nodes.upscale import VisionKitUpscaleModelLoader
 
     for name, (arch, scale) in FIXTURES.items():

@@ -13,8 +13,8 @@ from PIL import Image
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models.hf_vision import VisionModelError  # noqa: E402
-from visionkit_pack.models.vit_labels import LabelsError  # noqa: E402
+from visionkit_pack.models.perception.hf_vision import VisionModelError  # noqa: E402
+from visionkit_pack.models.perception.vit_labels import LabelsError  # noqa: E402
 
 
 def images(b: int, h: int = 40, w: int = 48, seed: int = 0) -> torch.Tensor:

@@ -113,7 +113,7 @@ def _client_calls(calls):
 
 
 def test_models_route_has_the_catalog_the_notice_shows(pack, models_dir):
-    from visionkit_pack.models import catalog, folders
+    from visionkit_pack.models.core import catalog, folders
 
     [(status, table)] = _client_calls([("GET", "/visionkit/models", None)])
     assert status == 200 and set(table) == set(folders.FOLDERS)
@@ -160,8 +160,8 @@ def test_loaders_table_reads_vk_folder_options(pack):
 
 
 def test_cache_routes_answer_what_the_panel_reads(pack, models_dir):
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.models.sam import sam_spec
+    from visionkit_pack.models.core.cache import get_cache
+    from visionkit_pack.models.perception.sam import sam_spec
 
     spec = sam_spec(str(models_dir / "sams" / "tiny_sam_vit.pth"), "fp32")
     get_cache().load(spec)
@@ -208,7 +208,7 @@ def test_sam_segment_returns_a_plain_tuple_outside_comfyui(pack, models_dir):
 
 def test_preview_ui_writes_the_overlay_to_comfyuis_temp_folder(pack, monkeypatch, tmp_path):
     """With ComfyUI's folder_paths (a stand-in here; the real one in T3): PNGs equal to the IMAGE, type temp."""
-    from visionkit_pack.models import host
+    from visionkit_pack.models.core import host
     from visionkit_pack.nodes.preview import preview_ui, with_preview
 
     fake = types.ModuleType("folder_paths")

@@ -11,7 +11,7 @@ import torch
 from vk_testing import ROOT, import_pack
 
 import_pack()
-from visionkit_pack.models import weights  # noqa: E402
+from visionkit_pack.models.core import weights  # noqa: E402
 
 
 def test_safetensors_and_nested_pth_load(tmp_path):
@@ -142,7 +142,7 @@ def test_grounding_dino_folder_with_a_pickled_bin_uses_the_pack_wording(tmp_path
     not torch's UnpicklingError (which tells the user to set weights_only=False), and nothing runs."""
     import shutil
 
-    from visionkit_pack.models import grounding_dino as G
+    from visionkit_pack.models.perception import grounding_dino as G
 
     src = pack_models_dir() / "grounding-dino" / "tiny-grounding-dino"
     d = tmp_path / "gd"

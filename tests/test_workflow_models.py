@@ -3,7 +3,7 @@
 ComfyUI's frontend (1.27 and 1.58 alike) reads a node's `properties.models`, a list of {name, url,
 directory}: 1.27 checks each against the files of that folder when a workflow opens, 1.58 offers the URL
 for a model its scan finds missing. scripts/dev/build_workflows.py writes it from the downloader's manifest
-(models/model_manifest.py); here the files are checked against those sources, entry by entry.
+(tools/manifest.py); here the files are checked against those sources, entry by entry.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _model_widgets(node: dict) -> dict:
 
 @pytest.mark.parametrize("name", W.names())
 def test_every_model_with_a_known_url_is_declared(name):
-    from visionkit_pack.models.folders import FOLDERS
+    from visionkit_pack.models.core.folders import FOLDERS
 
     download_url = BUILD.download_url
 

@@ -94,13 +94,13 @@ def test_note_says_what_it_does_and_which_models(name):
 
 @pytest.mark.parametrize("name", W.names())
 def test_model_names_are_the_readme_files(pack, name):
-    from visionkit_pack.models.catalog import CATALOG
+    from visionkit_pack.models.core.catalog import CATALOG
 
     files = {m.file for m in CATALOG}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for nid, k, v in W.model_inputs(W.load_api(name)):
         bare = v.split("/", 1)[1] if k == "model_name" and v.startswith(("checkpoints/", "diffusers/")) else v
-        assert bare in files, f"{name} node {nid}: {k}={v!r} is not a model of models/catalog.py"
+        assert bare in files, f"{name} node {nid}: {k}={v!r} is not a model of models/core/catalog.py"
         assert bare in readme, f"{name} node {nid}: {bare} is not in the README's model table"
         assert any(real == bare for _f, real in W.ALIASES), f"tests have no tiny stand-in for {bare}"
 
@@ -360,8 +360,8 @@ def test_caption_img2img_prompts_with_blips_caption(run, pack):
 def test_segment_everything_masks_are_the_generators_sorted_by_area(run, pack):
     from segment_anything import SamAutomaticMaskGenerator
 
-    from visionkit_pack.models.cache import get_cache
-    from visionkit_pack.models.sam_everything import Settings
+    from visionkit_pack.models.core.cache import get_cache
+    from visionkit_pack.models.perception.sam_everything import Settings
 
     api = W.for_tests(W.load_api("segment_everything"))
     seg_id = find(api, "VisionKitSAMSegmentEverything")

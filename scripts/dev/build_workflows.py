@@ -6,7 +6,7 @@
 
 workflows/<name>.json is the canvas (UI) format, served by ComfyUI as a template; workflows/api/<name>.json
 is the API format for /prompt and scripts/queue. Model names are the files of the README's model table
-(models/catalog.py). Example input images are in workflows/inputs/ (scripts/dev/make_example_inputs.py);
+(models/core/catalog.py). Example input images are in workflows/inputs/ (scripts/dev/make_example_inputs.py);
 LoadImage finds them once they are in ComfyUI's input folder. The node definitions are read from the pack's
 own classes, so a changed input list shows up here as a changed file (and in tests/test_workflows.py).
 """
@@ -47,18 +47,18 @@ def node_defs() -> dict:
 
 
 def catalog_file(model_id: str) -> str:
-    from visionkit_pack.models.catalog import CATALOG
+    from visionkit_pack.models.core.catalog import CATALOG
 
     for m in CATALOG:
         if m.name == model_id:
             return m.file
-    raise KeyError(f"{model_id!r} is not in models/catalog.py")
+    raise KeyError(f"{model_id!r} is not in models/core/catalog.py")
 
 
 # ---------------------------------------------------------------- shared pieces
 def models_line(*ids: str) -> str:
-    from visionkit_pack.models.catalog import CATALOG
-    from visionkit_pack.models.folders import FOLDERS
+    from visionkit_pack.models.core.catalog import CATALOG
+    from visionkit_pack.models.core.folders import FOLDERS
 
     by = {m.name: m for m in CATALOG}
     parts = []
@@ -435,10 +435,10 @@ WORKFLOWS = {f.__name__: f for f in (lcm_txt2img, controlnet_pose, controlnet_ca
 
 
 def download_url(folder: str, file: str) -> str | None:
-    """The URL a single-file model of the catalogue is fetched from (models/model_manifest.py, the
+    """The URL a single-file model of the catalogue is fetched from (tools/manifest.py, the
     downloader's list), or None: not a catalogue file, a folder model, or an archive."""
     import_pack()
-    from visionkit_pack.models.model_manifest import ENTRIES  # the downloader's list (never imported by the pack)
+    from visionkit_pack.tools.manifest import ENTRIES  # the downloader's list (never imported by the pack)
 
     for e in ENTRIES:
         if e.folder == folder and e.target == file and len(e.files) == 1 and not e.files[0].archive \
@@ -452,7 +452,7 @@ def workflow_models(folder_keys, file: str) -> list[dict]:
     ComfyUI frontend's Missing Models panel reads from `node.properties.models` — the file name, its
     download URL and the folder (ComfyUI's folder name) it goes into. Empty when the catalogue has no URL."""
     import_pack()
-    from visionkit_pack.models.folders import FOLDERS
+    from visionkit_pack.models.core.folders import FOLDERS
 
     for key in folder_keys:
         # A dropdown that joins several folders names its files "<folder key>/<file>" (the pipeline loader).
@@ -468,8 +468,8 @@ def workflow_models(folder_keys, file: str) -> list[dict]:
 
 def add_model_metadata(ui: dict) -> dict:
     """Each loader node gets `properties.models`: for every model its dropdowns name, the file, download URL
-    and ComfyUI folder from the pack's one catalogue (models/catalog.py's files, the URLs of the downloader's
-    manifest, models/model_manifest.py). The
+    and ComfyUI folder from the pack's one catalogue (models/core/catalog.py's files, the URLs of the downloader's
+    manifest, tools/manifest.py). The
     frontend's Missing Models panel reads exactly this ({name, url, directory}; ComfyUI frontend 1.58
     `node.properties.models`) to offer the right file for the right folder. Generic: which widgets name
     models and which folders they list come from the nodes themselves (GET /visionkit/loaders' table)."""

@@ -70,7 +70,7 @@ def node_table(readme: str) -> str:
 
 
 def workflows_section() -> str:
-    from visionkit_pack.models.catalog import CATALOG
+    from visionkit_pack.models.core.catalog import CATALOG
 
     by_file = {m.file: m for m in CATALOG}
     out = []

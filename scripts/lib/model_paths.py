@@ -1,8 +1,8 @@
 """Write an extra_model_paths.yaml that points ComfyUI at VisionKit's model folders.
 
 Used by ./scripts/start and by the real-ComfyUI test harness (tests/vk_testing/comfy_server.py), so the
-yaml format lives in one place. The folder table is models/folders.py FOLDERS, read without importing
-the pack (no torch): only models/folders.py and models/host.py are loaded.
+yaml format lives in one place. The folder table is models/core/folders.py FOLDERS, read without importing
+the pack (no torch): only models/core/folders.py and models/core/host.py are loaded.
 
 CLI: python scripts/lib/model_paths.py OUT.yaml MODELS_DIR [MORE_MODELS_DIR ...]
 The first models dir is the default one (where ComfyUI puts new files); each folder key of the pack
@@ -30,7 +30,7 @@ def pack_folders(repo: Path = REPO) -> dict[str, str]:
         sub.__path__ = [str(repo / "models")]
         sys.modules[_PKG] = pkg
         sys.modules[_PKG + ".models"] = sub
-    folders = importlib.import_module(_PKG + ".models.folders")
+    folders = importlib.import_module(_PKG + ".models.core.folders")
     return {key: spec.folder for key, spec in folders.FOLDERS.items()}
 
 

@@ -32,7 +32,7 @@ UNET, VAE = "model.diffusion_model.", "first_stage_model."
 
 @functools.cache
 def _shipped(arch: str, part: str) -> str:
-    from visionkit_pack.models.sd_convert import CONFIG_DIR
+    from visionkit_pack.models.sd.convert import CONFIG_DIR
 
     name = {"scheduler": "scheduler_config.json", "": "model_index.json"}.get(part, "config.json")
     return (Path(CONFIG_DIR) / arch / part / name).read_text()
@@ -219,7 +219,7 @@ def save_folder(comps: dict, arch: str, out: Path, tokenizers: bool = True) -> N
 
 def write_tokenizer(d: Path, pad: str) -> None:
     """The classic tokenizer files of SD folders (vocab.json, merges.txt, the two small JSONs)."""
-    from visionkit_pack.models.clip_base import bpe_vocab_and_merges
+    from visionkit_pack.models.perception.clip_base import bpe_vocab_and_merges
 
     vocab, merges = bpe_vocab_and_merges()
     d.mkdir(parents=True, exist_ok=True)

@@ -335,7 +335,7 @@ def sd_controlnets(root: Path) -> None:
 
 # ---------------------------------------------------------------- a VK_PIPELINE over the tiny base models
 def _build_base(spec, device):
-    from visionkit_pack.models.cache import Loaded
+    from visionkit_pack.models.core.cache import Loaded
 
     arch = json.loads(Path(spec.path).read_text())["arch"]
     base = tiny_base(arch)
@@ -346,8 +346,8 @@ def _build_base(spec, device):
 
 def base_pipeline_handle(root, arch: str):
     """A PipelineHandle whose components (through the cache) are `tiny_base(arch)`."""
-    from visionkit_pack.models.cache import ModelSpec
-    from visionkit_pack.models.sd_types import PipelineHandle
+    from visionkit_pack.models.core.cache import ModelSpec
+    from visionkit_pack.models.sd.types import PipelineHandle
 
     spec = ModelSpec(kind="test_sd_base", path=str(Path(root) / "vk_extras" / f"tiny-{arch}-base.json"),
                      build=_build_base)
