@@ -13,7 +13,6 @@ import traceback
 
 import pytest
 import torch
-
 from vk_testing import ROOT, import_pack
 
 PACK_FOLDERS = ("models", "nodes")

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from vk_testing import import_pack
 
 PACK = import_pack()
-from visionkit_pack.models.core import identify  # noqa: E402
-from visionkit_pack.models.core.folders import FOLDERS  # noqa: E402
-from visionkit_pack.models.core.weights import load_state_dict  # noqa: E402
+from visionkit_pack.models.core import identify
+from visionkit_pack.models.core.folders import FOLDERS
+from visionkit_pack.models.core.weights import load_state_dict
 
 EXPECTED_KINDS = {"sam", "checkpoint", "lora", "controlnet", "instantid", "ipadapter", "vae", "diffusers_unet",
                   "upscaler", "grounding_dino_hf", "grounding_dino", "clip", "clip_vision", "clip_text",
