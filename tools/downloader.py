@@ -28,7 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from ..models.core.catalog import CATALOG, CatalogModel, RemoteFile
+from ..models.core.catalog import CATALOG, CatalogModel, RemoteFile, by_name
 from ..models.core.folders import FOLDERS
 from .download_fetch import fetch
 from .download_progress import human
@@ -282,7 +282,7 @@ def main(argv: Iterable[str] | None = None, out: TextIO | None = None, err: Text
     ap = build_parser()
     args = ap.parse_args(list(argv) if argv is not None else None)
     try:
-        manifest = load_manifest_json(args.manifest) if args.manifest else {m.name: m for m in CATALOG}
+        manifest = load_manifest_json(args.manifest) if args.manifest else by_name()
     except (OSError, ValueError, KeyError) as ex:
         err.write(f"error: cannot read the manifest {args.manifest}: {ex}\n")
         return EXIT_USAGE
