@@ -28,61 +28,20 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 PACK = "visionkit_pack"  # the name tests and benchmarks import the pack by
-SCHEMA = 1
 from file_audit import FileAudit  # noqa: E402,F401  (re-exported: harness.FileAudit)
 from machine import (  # noqa: E402,F401  (device_name, device_info, available_memory_bytes: re-exported)
-    available_memory_bytes, cpu_count, device_info, device_name, git_commit, loadavg, pick_device, versions,
+    available_memory_bytes, cpu_count, device_info, device_name, loadavg, pick_device,
 )
+from measure import best_of, peak_rss_bytes, reset_peak_rss, status_kb, timed  # noqa: E402,F401  (lora_bench)
+from report import Row, goal_row, render_markdown, results_doc, validate_doc  # noqa: E402,F401  (benchmarks' API)
 
 MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench", "lora_bench",
            "vision_bench", "pose_depth_bench")  # table order (vision_bench, pose_depth_bench: issue 20)
-
-
-# ---------------------------------------------------------------- rows
-@dataclasses.dataclass
-class Row:
-    """One measured line of the table. `value` in `unit` ("×" ratio, "ms", "s", "MB"); `ok` None = no goal."""
-
-    name: str
-    value: float | None
-    goal: str = "—"
-    ok: bool | None = None
-    unit: str = "×"
-    notes: str = ""
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def goal_row(name: str, value: float | None, op: str, target: float, unit: str = "×", notes: str = "",
-             extra_ok: bool = True) -> Row:
-    """A row with a numeric goal: op is '<=' or '>='; ok also needs `extra_ok` (e.g. 'no file read twice')."""
-    if op not in ("<=", ">="):
-        raise ValueError(f"op must be '<=' or '>=', not {op!r}")
-    sign = "≤" if op == "<=" else "≥"
-    ok = None if value is None else bool((value <= target if op == "<=" else value >= target) and extra_ok)
-    return Row(name, value, f"{sign} {fmt_value(target, unit)}", ok, unit, notes)
-
-
-def fmt_value(v: float | None, unit: str) -> str:
-    if v is None:
-        return "—"
-    if unit == "×":
-        if v >= 1000:
-            return f"{v:,.0f}×"
-        return f"{v:.3g}×" if v < 10 else f"{v:.0f}×"
-    if unit == "ms":
-        return f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
-    if unit == "s":
-        return f"{v:.2f} s" if v < 100 else f"{v:.0f} s"
-    if unit == "MB":
-        return f"{v:,.0f} MB"
-    return f"{v:g} {unit}".strip()
 
 
 # ---------------------------------------------------------------- registry
@@ -216,73 +175,6 @@ def env(**values):
                 os.environ[k] = v
 
 
-# ---------------------------------------------------------------- timing and memory
-def timed(fn, sync: Callable[[], None] | None = None) -> tuple[float, Any]:
-    if sync:
-        sync()
-    t = time.perf_counter()
-    out = fn()
-    if sync:
-        sync()
-    return time.perf_counter() - t, out
-
-
-def best_of(n: int, fn, sync=None) -> tuple[float, Any]:
-    """Minimum time of n runs, and the last result."""
-    best, out = float("inf"), None
-    for _ in range(max(n, 1)):
-        dt, out = timed(fn, sync)
-        best = min(best, dt)
-    return best, out
-
-
-def interleaved(fns: dict, rounds: int, sync=None) -> tuple[dict, dict]:
-    """Run each function once per round, alternating the order, so every side sees the same machine load.
-
-    Returns ({name: [times]}, {name: last result})."""
-    times = {k: [] for k in fns}
-    outs: dict = {}
-    names = list(fns)
-    for r in range(max(rounds, 1)):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            dt, outs[k] = timed(fns[k], sync)
-            times[k].append(dt)
-    return times, outs
-
-
-def status_kb(field: str) -> int | None:
-    """A field of /proc/self/status in KB (VmRSS, VmHWM), None where there is no /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """VmHWM (resettable), else ru_maxrss (the whole life of the process)."""
-    kb = status_kb("VmHWM")
-    if kb is not None:
-        return kb * 1024
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024
-
-
 def run_worker(script: Path, args: list[str], timeout: float = 900, env_extra: dict | None = None) -> dict:
     """Run `python script args` in a fresh process; its last stdout line is a JSON object."""
     cmd = [sys.executable, str(script), *args]
@@ -350,79 +242,6 @@ def run_benches(names: list[str] | None, ctx: Ctx) -> list[dict]:
     return out
 
 
-def results_doc(benches: list[dict], ctx: Ctx, seconds: float, note: str, previous: dict | None) -> dict:
-    info = device_info(ctx.device)
-    merged = benches
-    if previous and previous.get("device") == info["name"] and previous.get("mode") == ctx.mode:
-        ran = {b["name"] for b in benches}
-        order = list(load_all())
-        keep = [b for b in previous.get("benches", []) if b["name"] not in ran]
-        merged = sorted(keep + benches, key=lambda b: order.index(b["name"]) if b["name"] in order else 99)
-    return {
-        "schema": SCHEMA,
-        "device": info["name"],
-        "device_info": info,
-        "mode": ctx.mode,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 1),
-        "commit": git_commit(),
-        "versions": versions(),
-        "note": note,
-        "command": "bench/run" + ("" if ctx.mode == "full" else f" --{ctx.mode}"),
-        "benches": merged,
-    }
-
-
-def render_markdown(doc: dict) -> str:
-    info = doc["device_info"]
-    where = (f"{info.get('gpu')} ({info.get('gpu_memory_gb')} GB), CUDA {info.get('cuda')}" if info["kind"] == "cuda"
-             else f"{info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, torch threads {info['torch_threads']}")
-    v = doc.get("versions", {})
-    lines = [
-        f"Device `{doc['device']}`: {where}; torch {v.get('torch', '?')}, diffusers {v.get('diffusers', '?')}, "
-        f"Python {v.get('python', '?')}. Mode {doc['mode']}, {doc['finished_at']}, commit {doc['commit']}, "
-        f"{doc['seconds']:.0f} s in all.",
-    ]
-    if doc.get("note"):
-        lines.append(f"Note: {doc['note']}")
-    lines += ["", "| Benchmark | Measure | Result | Goal | Met | Notes |", "|---|---|---|---|---|---|"]
-    for b in doc["benches"]:
-        for r in b["rows"]:
-            met = {True: "yes", False: "**no**", None: "—"}[r["ok"]]
-            notes = str(r.get("notes", "")).replace("|", "/").replace("\n", " ")
-            name = str(r["name"]).replace("|", "/")
-            lines.append(f"| {b['name']} | {name} | {fmt_value(r['value'], r['unit'])} | {r['goal']} | {met} | "
-                         f"{notes} |")
-    load = [(b["name"], b.get("load_before"), b.get("seconds")) for b in doc["benches"]]
-    lines += ["", "Seconds per benchmark (load average before it): " + ", ".join(
-        f"{n} {s:.0f} s ({la[0] if la else '?'})" for n, la, s in load)]
-    return "\n".join(lines) + "\n"
-
-
-def validate_doc(doc: dict) -> None:
-    """The results file's schema (the smoke test calls this); raises ValueError naming what is wrong."""
-    need = {"schema": int, "device": str, "device_info": dict, "mode": str, "finished_at": str, "seconds": (int, float),
-            "commit": str, "versions": dict, "note": str, "benches": list}
-    for k, t in need.items():
-        if not isinstance(doc.get(k), t):
-            raise ValueError(f"results: {k!r} missing or not {t}")
-    if doc["mode"] not in ("full", "quick", "smoke"):
-        raise ValueError(f"results: mode {doc['mode']!r}")
-    for b in doc["benches"]:
-        for k in ("name", "title", "mode", "rows", "seconds"):
-            if k not in b:
-                raise ValueError(f"results: benchmark entry without {k!r}: {b.get('name')}")
-        if not b["rows"]:
-            raise ValueError(f"results: benchmark {b['name']} has no rows")
-        for r in b["rows"]:
-            if set(r) != {f.name for f in dataclasses.fields(Row)}:
-                raise ValueError(f"results: row fields {sorted(r)} in {b['name']}")
-            if r["value"] is not None and not isinstance(r["value"], (int, float)):
-                raise ValueError(f"results: row {r['name']!r} value {r['value']!r} is not a number")
-            if r["ok"] not in (True, False, None):
-                raise ValueError(f"results: row {r['name']!r} ok {r['ok']!r}")
-
-
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n")[0],
                                  epilog="Benchmarks: " + ", ".join(MODULES))
@@ -484,7 +303,7 @@ def main(argv=None) -> dict | None:
     if args.only and json_path.exists():
         with contextlib.suppress(ValueError, OSError):
             previous = json.loads(json_path.read_text())
-    doc = results_doc(benches, ctx, time.perf_counter() - t0, args.note, previous)
+    doc = results_doc(benches, ctx, time.perf_counter() - t0, args.note, previous, list(load_all()))
     doc["device_info"]["threads_choice"] = why
     validate_doc(doc)
     table = render_markdown(doc)

@@ -28,9 +28,10 @@ import sys
 from pathlib import Path
 
 import harness
+import measure
 from harness import Row, goal_row, register
 
-CONFIGS = harness.ROOT / "models" / "sd_configs"
+CONFIGS = harness.ROOT / "models" / "sd" / "configs"
 FULL_SD15_BYTES = 8 << 30  # free memory wanted for the real SD1.5 UNet + VAE in fp32 and their activations
 
 
@@ -146,7 +147,7 @@ def bench(ctx) -> list[Row]:
     rows: list[Row] = []
     with harness.fresh_cache():
         handle = make_handle(ctx, variant, dtype)
-        build_s, entry = harness.timed(lambda: get_cache().load(handle.spec))
+        build_s, entry = measure.timed(lambda: get_cache().load(handle.spec))
         comps = entry.value
         cond = make_conditioning(comps.arch, size)
         params = sum(p.numel() for p in comps.unet.parameters()) / 1e6
@@ -173,13 +174,13 @@ def bench(ctx) -> list[Row]:
         run_node("lcm", 1, 1.0)  # warm-up (first-call allocations, kernel selection)
         run_diffusers(1.0, 1)
         ctx.log(f"lcm: node vs diffusers, {lcm_steps} LCM steps, {rounds} interleaved rounds")
-        times, outs = harness.interleaved({"node": lambda: run_node("lcm", lcm_steps, 1.0),
+        times, outs = measure.interleaved({"node": lambda: run_node("lcm", lcm_steps, 1.0),
                                            "diffusers": lambda: run_diffusers(1.0)}, rounds, ctx.sync)
         diff = (outs["node"].float().cpu() - outs["diffusers"].permute(0, 2, 3, 1).float().cpu()).abs().max().item()
         lcm1 = min(times["node"])
         ctx.log("lcm: LCM with CFG, then the default scheduler")
-        lcm_cfg, _ = harness.timed(lambda: run_node("lcm", lcm_steps, 1.5), ctx.sync)
-        default, _ = harness.timed(lambda: run_node("pipeline default", default_steps, 7.5), ctx.sync)
+        lcm_cfg, _ = measure.timed(lambda: run_node("lcm", lcm_steps, 1.5), ctx.sync)
+        default, _ = measure.timed(lambda: run_node("pipeline default", default_steps, 7.5), ctx.sync)
         default_name = type(make_scheduler("pipeline default", comps.scheduler_config)).__name__
         rows.append(goal_row(f"LCM {lcm_steps} steps vs {default_steps} steps of the default scheduler",
                              lcm1 / default, "<=", 0.2, "×",
@@ -204,7 +205,7 @@ def cuda_rows(ctx, variant, fp16_time, run, handle, rounds) -> list[Row]:
     with harness.fresh_cache():  # fp32 copy in a cache of its own
         h32 = make_handle(ctx, variant, "fp32")
         run(h32)
-        t32, _ = harness.best_of(rounds, lambda: run(h32), ctx.sync)
+        t32, _ = measure.best_of(rounds, lambda: run(h32), ctx.sync)
     rows.append(Row("LCM 4 steps, fp16 vs fp32 (CUDA)", fp16_time / t32, "—", None, "×",
                     f"fp16 {fp16_time:.2f} s, fp32 {t32:.2f} s"))
     from visionkit_pack.models.core.cache import get_cache
@@ -214,7 +215,7 @@ def cuda_rows(ctx, variant, fp16_time, run, handle, rounds) -> list[Row]:
         c.unet.set_attn_processor(AttnProcessor())
         try:
             run(handle)
-            classic, _ = harness.best_of(rounds, lambda: run(handle), ctx.sync)
+            classic, _ = measure.best_of(rounds, lambda: run(handle), ctx.sync)
         finally:
             c.unet.set_attn_processor(procs)
         rows.append(Row("LCM 4 steps, SDPA vs classic attention (CUDA, fp16)", fp16_time / classic, "—", None, "×",
@@ -224,7 +225,7 @@ def cuda_rows(ctx, variant, fp16_time, run, handle, rounds) -> list[Row]:
         c.unet.to(memory_format=torch.channels_last)
         try:
             run(handle)
-            cl, _ = harness.best_of(rounds, lambda: run(handle), ctx.sync)
+            cl, _ = measure.best_of(rounds, lambda: run(handle), ctx.sync)
         finally:
             c.unet.to(memory_format=torch.contiguous_format)
         rows.append(Row("LCM 4 steps, channels-last UNet vs default (CUDA, fp16)", cl / fp16_time, "—", None, "×",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 import harness
+import measure
 from harness import Row, fresh_cache, goal_row, register
 
 SIZE = {"full": (512, 768), "quick": (512, 768), "smoke": (96, 128)}
@@ -136,7 +137,7 @@ def _pose_row(ctx, pack, name, root, image, rgb, rounds, note) -> Row:
 
     library(), vk()  # warm-up (first-call allocations on both sides)
     ctx.log(f"pose: interleaving the node and transformers, {rounds} rounds")
-    times, _ = harness.interleaved({"library": library, "node": vk}, rounds, ctx.sync)
+    times, _ = measure.interleaved({"library": library, "node": vk}, rounds, ctx.sync)
     t_node, t_lib = min(times["node"]), min(times["library"])
     return goal_row("Pose From Photo node vs bare transformers ViTPose (2 people)", t_node / t_lib, "<=", 1.05, "×",
                     f"node {t_node * 1000:.0f} ms (keypoints + OpenPose drawing + JSON), processor + model + "
@@ -165,7 +166,7 @@ def _depth_row(ctx, pack, name, root, image, rgb, rounds, note) -> Row:
 
     library(), vk()
     ctx.log(f"depth: interleaving the node and pipeline('depth-estimation'), {rounds} rounds")
-    times, _ = harness.interleaved({"library": library, "node": vk}, rounds, ctx.sync)
+    times, _ = measure.interleaved({"library": library, "node": vk}, rounds, ctx.sync)
     t_node, t_lib = min(times["node"]), min(times["library"])
     return goal_row("Depth Map node vs pipeline('depth-estimation')", t_node / t_lib, "<=", 1.05, "×",
                     f"node {t_node * 1000:.0f} ms (raw map + ControlNet depth image), pipeline {t_lib * 1000:.0f} ms "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 import harness
+import measure
 from harness import Row, fresh_cache, goal_row, register
 
 VIT_B = (768, 12, 12, (2, 5, 8, 11))
@@ -82,7 +83,7 @@ def bench(ctx) -> list[Row]:
             encodes = []
 
             def library_one_box():  # the bare library call a user would write
-                t, _ = harness.timed(lambda: pred.set_image(rgb, image_format="RGB"), ctx.sync)
+                t, _ = measure.timed(lambda: pred.set_image(rgb, image_format="RGB"), ctx.sync)
                 encodes.append(t)
                 return pred.predict(box=torch.tensor(BOXES[0]).numpy(), multimask_output=True)
 
@@ -90,8 +91,8 @@ def bench(ctx) -> list[Row]:
                 return lambda: node.run(spec, image, boxes=boxes(n))
 
             ctx.log("SAM: interleaving SamPredictor and the node, 1 box (no warm-up: an encode is seconds)")
-            times, _ = harness.interleaved({"library": library_one_box, "node1": node_run(1)}, rounds, ctx.sync)
-            node8, _ = harness.timed(node_run(8), ctx.sync)
+            times, _ = measure.interleaved({"library": library_one_box, "node1": node_run(1)}, rounds, ctx.sync)
+            node8, _ = measure.timed(node_run(8), ctx.sync)
             encode = min(encodes)  # pred keeps the features of its last set_image for the decode timings
             with torch.inference_mode():
                 def decode(n):
@@ -100,8 +101,8 @@ def bench(ctx) -> list[Row]:
                     return lambda: pred.predict_torch(None, None, b, None, multimask_output=True, return_logits=True)
 
                 n_dec = ctx.pick(4, 2, 1)
-                dec1, _ = harness.best_of(n_dec * 2, decode(1), ctx.sync)
-                dec8, _ = harness.best_of(n_dec, decode(8), ctx.sync)
+                dec1, _ = measure.best_of(n_dec * 2, decode(1), ctx.sync)
+                dec8, _ = measure.best_of(n_dec, decode(8), ctx.sync)
             fp16_row = _fp16_row(ctx, pack, name, rgb, encode, rounds) if ctx.cuda else None
     one, eight, per_box = encode + dec1, encode + dec8, 8 * (encode + dec1)
     node1, lib1 = min(times["node1"]), min(times["library"])
@@ -130,7 +131,7 @@ def _fp16_row(ctx, pack, name, rgb, fp32_encode, rounds) -> Row:
     with get_cache().use(spec16) as sam16:
         pred = SamPredictor(sam16)
         pred.set_image(rgb, image_format="RGB")
-        t16, _ = harness.best_of(rounds + 1, lambda: pred.set_image(rgb, image_format="RGB"), ctx.sync)
+        t16, _ = measure.best_of(rounds + 1, lambda: pred.set_image(rgb, image_format="RGB"), ctx.sync)
     return Row("SAM encoder fp16 vs fp32 (CUDA)", t16 / fp32_encode, "—", None, "×",
                f"fp16 {t16 * 1000:.0f} ms, fp32 {fp32_encode * 1000:.0f} ms")
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import harness
+import measure
 from harness import Row, goal_row, register
 
 X4PLUS = {"num_blocks": 23, "nf": 64}  # RealESRGAN_x4plus
@@ -140,7 +141,7 @@ def worker(args) -> None:
         small = make_image(32, 32)
         sides.run_core(core_model, small), sides.run_pack(spec, small)  # warm-up
         img = make_image(h1, w1)
-        times, results = harness.interleaved({"pack": lambda: sides.run_pack(spec, img),
+        times, results = measure.interleaved({"pack": lambda: sides.run_pack(spec, img),
                                               "core": lambda: sides.run_core(core_model, img)}, args.rounds, sync)
         out["times"] = times
         out["max_diff_levels"] = float((results["pack"] - results["core"]).abs().max() * 255)
@@ -148,8 +149,8 @@ def worker(args) -> None:
         del core_model, spec
         for _ in range(args.rounds):
             sides.forget_pack()
-            loads["pack"].append(harness.timed(sides.load_pack, sync)[0])
-            loads["core"].append(harness.timed(sides.load_core, sync)[0])
+            loads["pack"].append(measure.timed(sides.load_pack, sync)[0])
+            loads["core"].append(measure.timed(sides.load_core, sync)[0])
         out["loads"] = loads
     else:  # "mem:pack|pack_tiled|core": 1x then 4x area in this process, the high-water mark reset before each
         side = args.task.split(":")[1]
@@ -164,15 +165,15 @@ def worker(args) -> None:
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
             else:
-                reset = harness.reset_peak_rss()
-                base = (harness.status_kb("VmRSS") or 0) * 1024
+                reset = measure.reset_peak_rss()
+                base = (measure.status_kb("VmRSS") or 0) * 1024
             t0 = time.perf_counter()
             y = run(model, x)
             if cuda:
                 torch.cuda.synchronize()
                 peak, how = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
             else:
-                peak = harness.peak_rss_bytes()
+                peak = measure.peak_rss_bytes()
                 how = "VmHWM after reset" if reset else "ru_maxrss (no reset: includes set-up)"
             out[f"{h}x{w}"] = {"growth": peak - base, "out_bytes": int(y.numel() * y.element_size()),
                                "seconds": time.perf_counter() - t0, "how": how}

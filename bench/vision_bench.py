@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 
 import harness
+import measure
 from harness import Row, fresh_cache, goal_row, register
 
 SAM_VIT_B = (768, 12, 12, (2, 5, 8, 11))
@@ -114,7 +115,7 @@ def _caption_row(ctx, N, cache, name, img, rounds, size_note) -> Row:
                 ids = b.model.generate(**inputs, max_new_tokens=tokens, num_beams=beams, do_sample=False)
             return b.processor.decode(ids[0], skip_special_tokens=True)
 
-        times, outs = harness.interleaved({"library": library,
+        times, outs = measure.interleaved({"library": library,
                                            "node": lambda: node.caption(spec, img, "", tokens, beams)},
                                           rounds, ctx.sync)
     same = outs["node"]["result"][0] == outs["library"].strip()
@@ -141,7 +142,7 @@ def _similarity_row(ctx, N, cache, name, img, rounds, size_note) -> Row:
                     feats.append(b.model(pixel_values=px).pooler_output[0].float())
             return float(torch.nn.functional.cosine_similarity(feats[0], feats[1], dim=0))
 
-        times, outs = harness.interleaved({"library": library,
+        times, outs = measure.interleaved({"library": library,
                                            "node": lambda: node.compare(spec, img, other, "cls", "mean")},
                                           rounds + 2, ctx.sync)
     same = abs(outs["node"]["result"][0] - outs["library"]) < 1e-4
@@ -166,7 +167,7 @@ def _labels_row(ctx, N, cache, name, img, rounds, size_note) -> Row:
             top = probs.topk(5)
             return [b.model.config.id2label[int(i)] for i in top.indices]
 
-        times, outs = harness.interleaved({"library": library, "node": lambda: node.label(spec, img, 5)},
+        times, outs = measure.interleaved({"library": library, "node": lambda: node.label(spec, img, 5)},
                                           rounds + 2, ctx.sync)
     import json
 
@@ -203,7 +204,7 @@ def _everything_row(ctx, N, rounds) -> Row:
             def run_node():
                 return node.run(spec, img, pps, 0.0, 0.0)
 
-            times, outs = harness.interleaved({"library": library, "node": run_node}, rounds, ctx.sync)
+            times, outs = measure.interleaved({"library": library, "node": run_node}, rounds, ctx.sync)
     n_lib, n_node = len(outs["library"]), outs["node"][3]
     lib, nd = min(times["library"]), min(times["node"])
     return goal_row("SAM Segment Everything node vs SamAutomaticMaskGenerator", nd / lib, "<=", 1.05, "×",

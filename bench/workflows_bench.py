@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import harness
+import measure
 from harness import Row, goal_row, register
 
 TESTS = harness.ROOT / "tests"
@@ -141,7 +142,7 @@ def measure_cached_vs_cold(api: dict, inputs: Path, roots: list[str]) -> dict:
             with harness.FileAudit(roots) as audit:
                 clock = LoadClock(audit)
                 with clock.patch_cache():
-                    t, _ = harness.timed(lambda c=clock: run_once(api, inputs, c))
+                    t, _ = measure.timed(lambda c=clock: run_once(api, inputs, c))
             after = cache.stats()["totals"]
             out[label] = {"run_s": t, "load_s": clock.load_s, "loader_s": clock.loader_s, "acquire_s": clock.acquire_s,
                           "opens": audit.opens(), "loads_per_file": audit.loads_per_file(),
@@ -161,10 +162,10 @@ def rss_cases(models: str, inputs: Path, files: list) -> list[dict]:
             api = _for_bench(json.loads(Path(wf).read_text()))
             with harness.fresh_cache():
                 gc.collect()
-                reset = harness.reset_peak_rss()
-                base = (harness.status_kb("VmRSS") or 0) * 1024
-                t, _ = harness.timed(lambda a=api: run_once(a, Path(inputs)))
-                results.append({"workflow": str(wf), "peak": harness.peak_rss_bytes(), "base": base, "seconds": t,
+                reset = measure.reset_peak_rss()
+                base = (measure.status_kb("VmRSS") or 0) * 1024
+                t, _ = measure.timed(lambda a=api: run_once(a, Path(inputs)))
+                results.append({"workflow": str(wf), "peak": measure.peak_rss_bytes(), "base": base, "seconds": t,
                                 "how": "VmHWM" + (" (reset before the run)" if reset else "")})
     return results
 

@@ -1,6 +1,6 @@
 """HTTP routes of the pack, registered on ComfyUI's PromptServer (only when it runs).
 
-    GET  /visionkit/cache            the shared cache: entries and totals (DESIGN.md "Routes")
+    GET  /visionkit/cache            the shared cache: entries and totals (models/core/cache.py stats())
     POST /visionkit/cache/purge      {} purges everything, {"keys": [...]} some entries
     GET  /visionkit/models           per folder key: folders searched, files found, what it holds, where to
                                      get it, and the README table's models that belong there ("catalog")

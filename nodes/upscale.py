@@ -1,5 +1,5 @@
 """Upscale nodes: the model loader (any spandrel core architecture) and the tiled upscaler (the work is in
-models/upscale*.py)."""
+models/upscale/: arch.py loads, tiles.py runs)."""
 from __future__ import annotations
 
 import math
@@ -7,16 +7,8 @@ import math
 from ..models.core import folders
 from ..models.core.cache import ModelSpec
 from ..models.core.imageops import check_image
-from ..models.upscale import (
-    ALPHA_MODES,
-    DEFAULT_TILE,
-    DEFAULT_TILE_PAD,
-    DTYPES,
-    MAX_TILE_BATCH,
-    MIN_TILE,
-    load_upscale_model,
-    upscale_image,
-)
+from ..models.upscale.arch import DTYPES, load_upscale_model
+from ..models.upscale.tiles import ALPHA_MODES, DEFAULT_TILE, DEFAULT_TILE_PAD, MAX_TILE_BATCH, MIN_TILE, upscale_image
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 

@@ -1,7 +1,7 @@
 """The shared cache under concurrent use, through a real loader (the Real-ESRGAN loader node and its files).
 
 Many threads start together (a barrier) and ask for the same file and for different files. Counted: the
-builder's calls (`upscale_arch.build_model`) and the file reads (`torch.load` / safetensors' `load_file`).
+builder's calls (`models/upscale/arch.build_model`) and the file reads (`torch.load` / safetensors' `load_file`).
 No sleeps make threads overlap: a read is held open by an event until the situation the test is about
 exists (every other thread waits for that in-flight load; a second file's read runs at the same time; a
 purge arrived while a model is in use), with a deadline, so a cache that serialises or never waits fails. Each file must be read and built once; different files load

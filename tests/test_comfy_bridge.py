@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ from vk_testing import ROOT, import_pack, tiers
 
 
 def comfyui_dirs() -> list:
-    """Every ComfyUI version the tests use (vk_testing.comfy_server.find_comfyui_dirs), as pytest params."""
-    from vk_testing.comfy_server import ComfyUINotFound, comfyui_version, find_comfyui_dirs
+    """Every ComfyUI version the tests use (vk_testing.comfy_checkouts.find_comfyui_dirs), as pytest params."""
+    from vk_testing.comfy_checkouts import ComfyUINotFound, comfyui_version, find_comfyui_dirs
 
     try:
         dirs = [d for d in find_comfyui_dirs() if (d / "comfy" / "model_management.py").exists()]

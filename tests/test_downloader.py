@@ -25,9 +25,12 @@ import pytest
 from vk_testing import ROOT, import_pack
 
 import_pack()
+from visionkit_pack.models.core.catalog import CatalogModel, RemoteFile, by_name  # noqa: E402
+from visionkit_pack.tools import download_safety as S  # noqa: E402
 from visionkit_pack.tools import downloader as D  # noqa: E402
-from visionkit_pack.models.core.catalog import CATALOG  # noqa: E402
-from visionkit_pack.tools.manifest import MANIFEST, ManifestEntry, RemoteFile  # noqa: E402
+from visionkit_pack.tools import workflow_models as W  # noqa: E402
+
+CATALOGUE = by_name()
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -143,7 +146,7 @@ def test_interrupted_transfer_leaves_only_part_then_resume_completes_and_verifie
     dest = tmp_path / "upscale_models" / "m.pth"
     with pytest.raises(D.DownloadError, match="run the same command again to resume") as ei:
         fetch(url, dest, sha(DATA), len(DATA))
-    assert not isinstance(ei.value, D.ChecksumError)
+    assert not isinstance(ei.value, S.ChecksumError)
     assert not dest.exists()
     part = dest.with_name("m.pth.part")
     assert part.read_bytes() == DATA[:300_000]
@@ -180,7 +183,7 @@ def test_server_ignoring_range_starts_over(server, tmp_path):
 def test_wrong_checksum_is_refused_and_removed(server, tmp_path):
     url = server.add("/m.pth", DATA)
     dest = tmp_path / "m.pth"
-    with pytest.raises(D.ChecksumError, match="is not the published") as ei:
+    with pytest.raises(S.ChecksumError, match="is not the published") as ei:
         fetch(url, dest, sha(b"another file"), len(DATA))
     assert "removed" in str(ei.value)
     assert os.listdir(tmp_path) == []  # neither the final name nor a .part
@@ -191,7 +194,7 @@ def test_damaged_partial_file_is_caught_by_the_checksum_and_a_rerun_recovers(ser
     dest = tmp_path / "m.pth"
     part = dest.with_name("m.pth.part")
     part.write_bytes(b"\0" * 200_000)  # not a prefix of the file: resuming after it gives a wrong file
-    with pytest.raises(D.ChecksumError):
+    with pytest.raises(S.ChecksumError):
         fetch(url, dest, sha(DATA), len(DATA))
     assert not part.exists() and not dest.exists()
     fetch(url, dest, sha(DATA), len(DATA))
@@ -245,7 +248,7 @@ def test_http_error_is_clear(server, tmp_path):
 
 # ---------------------------------------------------------------- entries: unverified, folders, archives
 def entry(name, folder, target, files, **kw):
-    return ManifestEntry(name, folder, target, tuple(files), kw.pop("licence", "MIT"), **kw)
+    return CatalogModel(name, target, folder, "", "", kw.pop("licence", "MIT"), files=tuple(files), **kw)
 
 
 def test_unverified_entry_downloads_with_a_warning(server, tmp_path):
@@ -316,10 +319,10 @@ def test_workflow_extraction_api_and_ui_formats():
         "5": {"class_type": "VisionKitFaceAnalysisLoader", "inputs": {"pack_name": "antelopev2"}},
         "6": {"class_type": "VisionKitSAMSegment", "inputs": {"points": "{}", "sam_model": ["1", 0]}},
     }
-    entries, unknown = D.needed_by_workflow(api, MANIFEST)
+    entries, unknown = W.needed_by_workflow(api, CATALOGUE)
     assert sorted(e.name for e in entries) == ["antelopev2", "sam-b", "sd15"]  # core nodes are not VisionKit's
     assert unknown == ["4x-UltraSharp.pth (VisionKitUpscaleModelLoader)"]
-    assert D.needed_by_workflow({"prompt": api}, MANIFEST)[0] == entries
+    assert W.needed_by_workflow({"prompt": api}, CATALOGUE)[0] == entries
 
     ui = {"nodes": [
         {"id": 1, "type": "VisionKitUpscaleModelLoader", "widgets_values": ["RealESRGAN_x4plus.pth", "auto"]},
@@ -328,11 +331,11 @@ def test_workflow_extraction_api_and_ui_formats():
         {"id": 4, "type": "LoadImage", "widgets_values": ["photo.png", "image"]}],
         "definitions": {"subgraphs": [{"nodes": [
             {"type": "VisionKitControlNetLoader", "widgets_values": ["control_v11p_sd15_canny.safetensors"]}]}]}}
-    entries, unknown = D.needed_by_workflow(ui, MANIFEST)
+    entries, unknown = W.needed_by_workflow(ui, CATALOGUE)
     assert sorted(e.name for e in entries) == ["clip-b32", "controlnet-canny-sd15", "realesrgan-x4plus"]
     assert unknown == ["my_style.safetensors (VisionKitLoraLoader)"]
     with pytest.raises(ValueError, match="not a ComfyUI workflow"):
-        D.needed_by_workflow([1, 2], MANIFEST)
+        W.needed_by_workflow([1, 2], CATALOGUE)
 
 
 # ---------------------------------------------------------------- where models go
@@ -449,42 +452,36 @@ def test_cli_download_workflow(test_manifest, tmp_path):
     assert r.returncode == D.EXIT_USAGE and "cannot read the workflow" in r.stderr
 
 
-# ---------------------------------------------------------------- the real manifest
-def test_manifest_covers_the_catalog_with_cited_checksums():
-    cat = {m.name: m for m in CATALOG}
-    assert set(MANIFEST) == set(cat)
-    for name, e in MANIFEST.items():
-        m = cat[name]
-        assert (e.folder, e.licence, e.non_commercial) == (m.folder, m.licence, m.non_commercial), name
-        assert e.files and e.page.startswith("https://")
-        for f in e.files:
+# ---------------------------------------------------------------- the real catalogue's downloads
+def test_catalogue_downloads_have_cited_checksums():
+    for name, m in CATALOGUE.items():
+        assert m.files and m.page.startswith("https://"), name
+        for f in m.files:
             assert f.url.startswith("https://"), f
             if f.sha256 is not None:
                 assert re.fullmatch(r"[0-9a-f]{64}", f.sha256), f
                 assert f.sha256_source and f.sha256_source.startswith("https://"), f  # never without a source
             else:
                 assert f.sha256_source is None
-        assert D.match_value(m.file, MANIFEST) is e  # the README's file name finds its entry
-    # the verified ones (see the manifest's docstring for the sources)
-    verified = sorted(n for n, e in MANIFEST.items() if e.verification == "verified")
+        assert W.match_value(m.file, CATALOGUE) is m  # the README's file name finds its model
+        assert W.match_value(m.target, CATALOGUE) is m  # and so does the name the download gives
+    # the verified ones (see the catalogue's docstring for the sources)
+    verified = sorted(n for n, m in CATALOGUE.items() if m.verification == "verified")
     assert {"sam-b", "sam-l", "sam-h", "realesrgan-x4plus", "sdxl", "ipadapter-sd15"} <= set(verified)
-    assert MANIFEST["antelopev2"].verification == "unverified"  # no published checksum found: said so
+    assert CATALOGUE["antelopev2"].verification == "unverified"  # no published checksum found: said so
 
 
 def test_the_pack_never_imports_the_downloader():
-    """Opt-in only: no pack module imports the downloader or the manifest, and importing the pack loads
-    neither."""
+    """Opt-in only: no pack module imports tools/ (the downloader and its helpers), and importing the pack loads
+    none of them (tests/test_layers.py checks the import graph as a whole)."""
     offenders = []
     for p in list(ROOT.glob("*.py")) + list((ROOT / "models").rglob("*.py")) + list((ROOT / "nodes").rglob("*.py")):
-        if p.name in ("downloader.py", "model_manifest.py"):
-            continue
         text = p.read_text(encoding="utf-8")
-        if re.search(r"\b(downloader|model_manifest)\b", text) and re.search(r"import", text):
-            if re.search(r"(from|import)\s+[.\w]*\b(downloader|model_manifest)\b", text):
-                offenders.append(str(p.relative_to(ROOT)))
+        if re.search(r"(from|import)\s+[.\w]*\btools\b", text):
+            offenders.append(str(p.relative_to(ROOT)))
     assert offenders == []
     code = ("import sys; sys.path.insert(0, %r); from vk_testing import import_pack; import_pack(); "
-            "print(sorted(m for m in sys.modules if m.endswith(('.downloader', '.model_manifest'))))"
+            "print(sorted(m for m in sys.modules if m.split('.')[1:2] == ['tools']))"
             % str(ROOT / "tests"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "VISIONKIT_STANDALONE": "1"})

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from test_downloader import NO_PROXY, DATA, cli, entry, fetch, make_zip, server, sha  # noqa: F401
+from visionkit_pack.models.core.catalog import CATALOG, RemoteFile
+from visionkit_pack.tools import download_fetch as F
 from visionkit_pack.tools import downloader as D
-from visionkit_pack.tools.manifest import MANIFEST, RemoteFile
 
 BAD_PATHS = {
     "dotdot": "../../../../../tmp/x.pth",
@@ -75,8 +76,8 @@ def test_cli_refuses_a_manifest_that_leaves_the_folder(server, tmp_path):  # noq
     assert not list(tmp_path.rglob("escaped.pth")) and not server.requests
 
 
-def test_the_built_in_manifest_passes_the_path_checks():
-    for e in MANIFEST.values():
+def test_the_built_in_catalogue_passes_the_path_checks():
+    for e in CATALOG:
         D.check_entry(e)
 
 
@@ -113,7 +114,7 @@ def test_writing_stops_at_the_declared_size(server, tmp_path, monkeypatch):  # n
             peak[0] = max(peak[0], self.tell())
             return n
 
-    monkeypatch.setattr(D, "open", _opening(Watch, real_open), raising=False)
+    monkeypatch.setattr(F, "open", _opening(Watch, real_open), raising=False)
     with pytest.raises(D.DownloadError):
         fetch(url, tmp_path / "big.pth", size=len(DATA))
     assert 0 < peak[0] <= len(DATA)
@@ -150,7 +151,7 @@ def test_disk_errors_are_reported_as_such(server, tmp_path, monkeypatch, code, s
         def write(self, b):
             raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(D, "open", _opening(Failing, real_open), raising=False)
+    monkeypatch.setattr(F, "open", _opening(Failing, real_open), raising=False)
     with pytest.raises(D.DownloadError) as ei:
         fetch(url, tmp_path / "f.pth", size=len(DATA), retries=2)
     msg = str(ei.value)

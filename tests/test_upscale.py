@@ -20,8 +20,10 @@ from vk_testing.tiny_upscale import (
 
 import_pack()
 from visionkit_pack.models.core import host, imageops
-from visionkit_pack.models.upscale import tiles as upscale_tiles
-from visionkit_pack.models import upscale as U
+from visionkit_pack.models.core import weights as W
+from visionkit_pack.models.upscale import arch as A
+from visionkit_pack.models.upscale import tile_plan as P
+from visionkit_pack.models.upscale import tiles as T
 
 FIXTURES = UPSCALE_FIXTURES
 OTHERS = [n for n in FIXTURES if n not in REAL_ESRGAN]
@@ -65,7 +67,7 @@ def test_tile_plan_covers_each_pixel_once_with_context():
     for length, tile, pad, mult in itertools.product((1, 7, 32, 33, 64, 100, 129, 250, 1000, 4097),
                                                      (0, 16, 32, 50, 64, 512), (0, 3, 10, 16, 40), (1, 2, 4)):
         length = length + (-length) % mult
-        check_plan(U.plan_axis(length, tile, pad, mult), length, tile, pad, mult)
+        check_plan(P.plan_axis(length, tile, pad, mult), length, tile, pad, mult)
 
 
 def check_plan(p, length, tile, pad, mult):
@@ -89,9 +91,9 @@ def check_plan(p, length, tile, pad, mult):
 
 def test_tile_count_is_the_least_for_that_window():
     # 256 px, tile 128, pad 10: two windows of 138 (what Real-ESRGAN reads), not 2 x 148
-    assert U.plan_axis(256, 128, 10) == U.AxisPlan(256, 138, (0, 118), ((0, 128), (128, 256)))
+    assert P.plan_axis(256, 128, 10) == P.AxisPlan(256, 138, (0, 118), ((0, 128), (128, 256)))
     # 148 px fits in one window of tile + 2 * pad: no seam at all
-    assert U.plan_axis(148, 128, 10).count == 1
+    assert P.plan_axis(148, 128, 10).count == 1
 
 
 # ---------------------------------------------------------------- engine vs references
@@ -100,25 +102,25 @@ def test_untiled_equals_spandrel_call(pack, models_dir, name):
     """tile 0 is spandrel's own full-image call on the same weights, padding to the size rules included (odd
     sizes; sizes under SwinIR's / HAT's minimum). Real-ESRGAN x2 follows RealESRGANer's pad to 2 where
     spandrel pads to 4, so it is compared at sizes that are multiples of 4 (and with RealESRGANer below)."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    sd = U.load_state_dict(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
+    sd = W.load_state_dict(fixture_path(models_dir, name))
     sizes = [(20, 28), (12, 8)] if name == "tiny_RealESRGAN_x2plus.pth" else [(37, 51), (13, 6)]
     for h, w in sizes:
         img = smooth_image(h, w, b=2, seed=h)
-        out = U.upscale_image(spec, img, tile=0)
+        out = T.upscale_image(spec, img, tile=0)
         assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
         torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_tiled_is_seamless_with_default_pad(pack, models_dir, name):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
     img = smooth_image(70, 90)
-    full = U.upscale_image(spec, img, tile=0)
-    tiled = U.upscale_image(spec, img, tile=32)  # default tile_pad; a 3 x 3 grid of 64-px windows
+    full = T.upscale_image(spec, img, tile=0)
+    tiled = T.upscale_image(spec, img, tile=32)  # default tile_pad; a 3 x 3 grid of 64-px windows
     assert (tiled - full).abs().max() <= TOL_SEAM
     # the test can see a seam: without context the tiles differ from the untiled result
-    seamy = U.upscale_image(spec, img, tile=32, tile_pad=0)
+    seamy = T.upscale_image(spec, img, tile=32, tile_pad=0)
     assert (seamy - full).abs().max() > TOL_SEAM
 
 
@@ -126,33 +128,33 @@ def test_tiled_is_seamless_with_default_pad(pack, models_dir, name):
 def test_tiled_matches_spandrel_call_on_odd_sizes(pack, models_dir, name):
     """Tiles with context give spandrel's full-image result within one level, on an odd size (SwinIR / HAT:
     windows that are no multiple of the attention window, padded inside the network)."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    sd = U.load_state_dict(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
+    sd = W.load_state_dict(fixture_path(models_dir, name))
     img = smooth_image(45, 61, seed=8)
-    ours = U.upscale_image(spec, img, tile=32, tile_pad=16, tile_batch=3)
+    ours = T.upscale_image(spec, img, tile=32, tile_pad=16, tile_batch=3)
     assert max_level_diff(ours, spandrel_call(sd, img)) <= 1
 
 
 @pytest.mark.parametrize("name", ["tiny_realesr-general-x4v3.safetensors", "nested/tiny_srvgg_x2.pth"])
 def test_tiles_are_exact_when_pad_covers_the_receptive_field(pack, models_dir, name):
     """SRVGG (3 + 2 convs of 3x3) sees 5 px around: with pad >= 5 tiling must not change a thing."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
     img = smooth_image(45, 61, b=2)
-    full = U.upscale_image(spec, img, tile=0)
+    full = T.upscale_image(spec, img, tile=0)
     for tile, pad, batch in ((32, 5, 1), (16, 8, 3), (40, 6, 64)):
-        out = U.upscale_image(spec, img, tile=tile, tile_pad=pad, tile_batch=batch)
+        out = T.upscale_image(spec, img, tile=tile, tile_pad=pad, tile_batch=batch)
         torch.testing.assert_close(out, full, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", REAL_ESRGAN)
 @pytest.mark.parametrize("tile", [0, 32])
 def test_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, tile):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    sd = U.load_state_dict(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
+    sd = W.load_state_dict(fixture_path(models_dir, name))
     img = smooth_image(70, 90, seed=3)
     scale = FIXTURES[name][1]
     ref = reference(RealESRGANer, sd, tmp_path, img, tile=tile, tile_pad=10, outscale=scale)
-    ours = U.upscale_image(spec, img, tile=tile, tile_pad=10)
+    ours = T.upscale_image(spec, img, tile=tile, tile_pad=10)
     assert ours.shape == ref.shape
     assert max_level_diff(ours, ref) <= 1
 
@@ -161,14 +163,14 @@ def test_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name
 def test_parity_with_prepad_odd_sizes_and_outscale(pack, models_dir, tmp_path, RealESRGANer, name):
     """Odd sizes (x2 pads to even by reflection), Real-ESRGAN's pre_pad, and a non-integer outscale; on
     fixtures whose output spans 0..1, so that a wrong padding mode (symmetric for reflect) shows."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    sd = U.load_state_dict(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
+    sd = W.load_state_dict(fixture_path(models_dir, name))
     img = smooth_image(37, 51, seed=4)
     for pre_pad, outscale in ((10, None), (0, 2.5), (3, 1.3)):
         scale = FIXTURES[name][1]
         ref = reference(RealESRGANer, sd, tmp_path, img, tile=16, tile_pad=10, pre_pad=pre_pad,
                         outscale=outscale or scale)
-        ours = U.upscale_image(spec, img, tile=16, tile_pad=10, pre_pad=pre_pad, outscale=outscale)
+        ours = T.upscale_image(spec, img, tile=16, tile_pad=10, pre_pad=pre_pad, outscale=outscale)
         assert ours.shape == ref.shape, (pre_pad, outscale)
         diff = max_level_diff(ours, ref)
         assert diff <= 1, (pre_pad, outscale, diff)
@@ -177,13 +179,13 @@ def test_parity_with_prepad_odd_sizes_and_outscale(pack, models_dir, tmp_path, R
 @pytest.mark.parametrize("alpha_mode, upsampler", [("network", "realesrgan"), ("bilinear", "bilinear")])
 @pytest.mark.parametrize("name", ["tiny_RealESRGAN_x4plus.pth", "tiny_RealESRGAN_x2plus.pth"])
 def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer, name, alpha_mode, upsampler):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    sd = U.load_state_dict(fixture_path(models_dir, name))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
+    sd = W.load_state_dict(fixture_path(models_dir, name))
     scale = FIXTURES[name][1]
     img = smooth_image(41, 53, c=4, seed=5)  # odd: x2 pads to even
     ref = reference(RealESRGANer, sd, tmp_path, img, tile=24, tile_pad=10, outscale=scale,
                     alpha_upsampler=upsampler)
-    ours = U.upscale_image(spec, img, tile=24, tile_pad=10, alpha_mode=alpha_mode)
+    ours = T.upscale_image(spec, img, tile=24, tile_pad=10, alpha_mode=alpha_mode)
     assert ours.shape == ref.shape == (1, 41 * scale, 53 * scale, 4)
     assert max_level_diff(ours, ref) <= 1
 
@@ -191,32 +193,32 @@ def test_rgba_parity_with_realesrganer(pack, models_dir, tmp_path, RealESRGANer,
 def test_size_rules_pad_windows_not_the_picture(pack, models_dir):
     """HAT needs at least 16 px: tiny images and tiles under that are padded to it (as spandrel pads), the
     output keeps the image's own size."""
-    spec, entry = U.load_upscale_model(fixture_path(models_dir, "renamed_upscaler.safetensors"))
+    spec, entry = A.load_upscale_model(fixture_path(models_dir, "renamed_upscaler.safetensors"))
     assert entry.value.minimum == 16
-    sd = U.load_state_dict(fixture_path(models_dir, "renamed_upscaler.safetensors"))
+    sd = W.load_state_dict(fixture_path(models_dir, "renamed_upscaler.safetensors"))
     for h, w in ((1, 1), (5, 7), (16, 3)):
         img = smooth_image(h, w, seed=h + w)
-        out = U.upscale_image(spec, img, tile=8, tile_pad=2)
+        out = T.upscale_image(spec, img, tile=8, tile_pad=2)
         assert out.shape == (1, 4 * h, 4 * w, 3)
         torch.testing.assert_close(out, spandrel_call(sd, img), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- engine behaviour
 def test_batch_equals_image_by_image(pack, models_dir):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
     img = smooth_image(30, 34, b=3, seed=6)
-    batch = U.upscale_image(spec, img, tile=16, tile_pad=8, tile_batch=5)
+    batch = T.upscale_image(spec, img, tile=16, tile_pad=8, tile_batch=5)
     for i in range(3):
-        one = U.upscale_image(spec, img[i:i + 1], tile=16, tile_pad=8, tile_batch=1)
+        one = T.upscale_image(spec, img[i:i + 1], tile=16, tile_pad=8, tile_batch=1)
         torch.testing.assert_close(batch[i:i + 1], one, atol=1e-5, rtol=0)
 
 
 def test_rgba_keeps_alpha_upscaled_each_way(pack, models_dir):
-    spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
+    spec, entry = A.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
     img = smooth_image(24, 20, c=4, seed=7)
-    rgb = U.upscale_image(spec, img[..., :3], tile=0)
+    rgb = T.upscale_image(spec, img[..., :3], tile=0)
     for mode in ("network", "bicubic", "bilinear"):
-        out = U.upscale_image(spec, img, tile=16, tile_pad=8, alpha_mode=mode)
+        out = T.upscale_image(spec, img, tile=16, tile_pad=8, alpha_mode=mode)
         assert out.shape == (1, 96, 80, 4)
         torch.testing.assert_close(out[..., :3], rgb, atol=1e-5, rtol=0)  # the colour is untouched by alpha
         if mode == "network":
@@ -228,47 +230,47 @@ def test_rgba_keeps_alpha_upscaled_each_way(pack, models_dir):
         torch.testing.assert_close(out[..., 3], want, atol=1e-5, rtol=0)
     # an opaque image stays opaque through the bicubic path
     opaque = torch.cat([img[..., :3], torch.ones_like(img[..., :1])], -1)
-    assert torch.all(U.upscale_image(spec, opaque, tile=16, alpha_mode="bicubic")[..., 3] == 1)
+    assert torch.all(T.upscale_image(spec, opaque, tile=16, alpha_mode="bicubic")[..., 3] == 1)
 
 
 @pytest.mark.parametrize("h, w, outscale", [(37, 51, 1.15), (37, 51, 3.3), (20, 10, 2.5), (33, 17, 0.5),
                                             (100, 3, 1.15), (64, 64, 4.0)])
 def test_outscale_size_math_like_realesrgan(pack, models_dir, h, w, outscale):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
-    out = U.upscale_image(spec, smooth_image(h, w), tile=0, outscale=outscale)
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
+    out = T.upscale_image(spec, smooth_image(h, w), tile=0, outscale=outscale)
     assert out.shape == (1, int(h * outscale), int(w * outscale), 3)  # Real-ESRGAN: int(), not round()
     assert 0 <= float(out.min()) and float(out.max()) <= 1
-    assert U.output_size(100, 3, 1.15) == (114, 3)  # 100 * 1.15 = 114.99999999999999
-    with pytest.raises(U.UpscaleInputError, match="larger outscale"):
-        U.upscale_image(spec, smooth_image(4, 4), tile=0, outscale=0.1)
+    assert T.output_size(100, 3, 1.15) == (114, 3)  # 100 * 1.15 = 114.99999999999999
+    with pytest.raises(T.UpscaleInputError, match="larger outscale"):
+        T.upscale_image(spec, smooth_image(4, 4), tile=0, outscale=0.1)
 
 
 def test_bad_engine_options_are_explained(pack, models_dir):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "nested/tiny_srvgg_x2.pth"))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "nested/tiny_srvgg_x2.pth"))
     img = smooth_image(8, 8)
     for kw, msg in (({"tile": -1}, "must be >= 0"), ({"tile_pad": -3}, "must be >= 0"),
                     ({"alpha_mode": "magic"}, "not one of network"), ({"outscale": -2.0}, "positive number")):
-        with pytest.raises(U.UpscaleInputError, match=msg):
-            U.upscale_image(spec, img, **kw)
+        with pytest.raises(T.UpscaleInputError, match=msg):
+            T.upscale_image(spec, img, **kw)
     with pytest.raises(imageops.ImageInputError, match="channels"):
-        U.upscale_image(spec, torch.rand(1, 8, 8, 2))
+        T.upscale_image(spec, torch.rand(1, 8, 8, 2))
 
 
 def test_tiny_images_and_pads_longer_than_the_image(pack, models_dir):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
     for h, w in ((1, 1), (1, 5), (3, 2)):
         img = smooth_image(h, w)
-        out = U.upscale_image(spec, img, tile=32, tile_pad=16, pre_pad=10)
+        out = T.upscale_image(spec, img, tile=32, tile_pad=16, pre_pad=10)
         assert out.shape == (1, 2 * h, 2 * w, 3) and torch.isfinite(out).all()
 
 
 def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
     from visionkit_pack.models.core.cache import get_cache
 
-    spec, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
+    spec, entry = A.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
     before = {k: v.clone() for k, v in entry.value.module.state_dict().items()}
     training = entry.value.module.training
-    U.upscale_image(spec, smooth_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
+    T.upscale_image(spec, smooth_image(30, 30, c=4, b=2), tile=16, tile_pad=4, tile_batch=3)
     with get_cache().use(spec) as net:
         after = net.module.state_dict()
         assert net is entry.value and net.module.training == training
@@ -278,14 +280,14 @@ def test_cached_model_is_unchanged_by_a_run(pack, models_dir):
 
 
 def test_progress_reports_once_per_tile(pack, models_dir):
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
     img = smooth_image(70, 90, c=4, b=2)
     tile, pad = 32, 8
-    ny = U.plan_axis(70, tile, pad, 2).count
-    nx = U.plan_axis(90, tile, pad, 2).count
+    ny = P.plan_axis(70, tile, pad, 2).count
+    nx = P.plan_axis(90, tile, pad, 2).count
     for mode, per_image in (("network", 2), ("bicubic", 1)):
         calls = []
-        U.upscale_image(spec, img, tile=tile, tile_pad=pad, tile_batch=4, alpha_mode=mode,
+        T.upscale_image(spec, img, tile=tile, tile_pad=pad, tile_batch=4, alpha_mode=mode,
                         progress=lambda done, total, calls=calls: calls.append((done, total)))
         n = ny * nx * 2 * per_image
         assert n > 4 and calls == [(i, n) for i in range(1, n + 1)], mode
@@ -297,9 +299,9 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
     class Interrupted(Exception):
         pass
 
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x4plus.pth"))
     img = smooth_image(64, 64)
-    want = U.upscale_image(spec, img, tile=32, tile_pad=8)
+    want = T.upscale_image(spec, img, tile=32, tile_pad=8)
     checks = {"n": 0}
 
     def cancel_after_3():
@@ -310,34 +312,34 @@ def test_cancel_mid_run_leaves_the_cache_usable(pack, models_dir, monkeypatch):
     monkeypatch.setattr(host, "throw_if_cancelled", cancel_after_3)
     done = []
     with pytest.raises(Interrupted):
-        U.upscale_image(spec, img, tile=32, tile_pad=8, progress=lambda d, t: done.append(d))
+        T.upscale_image(spec, img, tile=32, tile_pad=8, progress=lambda d, t: done.append(d))
     assert 0 < len(done) < 4  # stopped between tiles, not at the end
     cache = get_cache()
     (e,) = cache.entries()
     assert e["in_use"] is False
     assert cache.purge() == {"purged": [e["key"]], "deferred": [], "unknown": []}  # not pinned
     monkeypatch.undo()
-    again = U.upscale_image(spec, img, tile=32, tile_pad=8)  # reloads, runs, same result
+    again = T.upscale_image(spec, img, tile=32, tile_pad=8)  # reloads, runs, same result
     torch.testing.assert_close(again, want, atol=0, rtol=0)
 
 
 def test_memory_precheck_refuses_with_an_estimate(pack, models_dir, monkeypatch):
     """What cannot fit in free memory is refused before any work, with the estimate and what to change."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"))
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"))
     img = smooth_image(64, 64, b=2)
     want_out = 2 * 256 * 256 * 3 * 4
     free = {"cpu": want_out // 2}
-    monkeypatch.setattr(upscale_tiles, "available_bytes", lambda device: free["cpu"])
+    monkeypatch.setattr(T, "available_bytes", lambda device: free["cpu"])
     calls = []
-    with pytest.raises(U.UpscaleInputError, match=r"upscaling 2 image\(s\) of 64x64 by x4 needs about .* free") as ei:
-        U.upscale_image(spec, img, tile=32, progress=lambda d, t: calls.append(d))
+    with pytest.raises(T.UpscaleInputError, match=r"upscaling 2 image\(s\) of 64x64 by x4 needs about .* free") as ei:
+        T.upscale_image(spec, img, tile=32, progress=lambda d, t: calls.append(d))
     assert "the result 2 MiB" in str(ei.value) and "lower tile_size" in str(ei.value) and calls == []
     free["cpu"] = None  # unknown: nothing is refused
-    assert U.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
+    assert T.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
     free["cpu"] = 64 << 30
-    assert U.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
+    assert T.upscale_image(spec, img, tile=32).shape == (2, 256, 256, 3)
     # the estimate grows with the tile, so a smaller tile is real advice
-    assert U.tile_bytes(_model(spec), 64, 64, 4) == 4 * U.tile_bytes(_model(spec), 32, 32, 4)
+    assert T.tile_bytes(_model(spec), 64, 64, 4) == 4 * T.tile_bytes(_model(spec), 32, 32, 4)
 
 
 def _model(spec):
@@ -349,15 +351,15 @@ def _model(spec):
 
 def test_half_precision_network_runs_and_returns_float32(pack, models_dir):
     """fp16 on CUDA: the engine runs the net in its dtype; checked here with a half copy on CPU."""
-    _, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
+    _, entry = A.load_upscale_model(fixture_path(models_dir, "tiny_realesr-general-x4v3.safetensors"))
     import copy
 
     half = copy.deepcopy(entry.value)
     half.descriptor.half()
     img = smooth_image(16, 20)
-    out = U.upscale_tensor(half, img, tile=8, tile_pad=5)  # the pinned torch has fp16 CPU convolutions
+    out = T.upscale_tensor(half, img, tile=8, tile_pad=5)  # the pinned torch has fp16 CPU convolutions
     assert out.dtype == torch.float32
-    assert (out - U.upscale_tensor(entry.value, img, tile=0)).abs().max() < 0.02
+    assert (out - T.upscale_tensor(entry.value, img, tile=0)).abs().max() < 0.02
 
 
 # ---------------------------------------------------------------- node

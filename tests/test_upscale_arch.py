@@ -10,7 +10,8 @@ from vk_testing import import_pack, tiny_upscale
 from vk_testing.tiny_upscale import UPSCALE_FIXTURES, fixture_path
 
 import_pack()
-from visionkit_pack.models import upscale as U
+from visionkit_pack.models.upscale import arch as A
+from visionkit_pack.models.upscale import tiles as T
 
 FIXTURES = UPSCALE_FIXTURES
 smooth_image = tiny_upscale.smooth_image
@@ -20,8 +21,8 @@ smooth_image = tiny_upscale.smooth_image
 def test_fixture_outputs_span_the_range(pack, models_dir, name):
     """A tolerance of one level means something only if the outputs use the range (issue 21: the first tiny
     RRDBNets gave 0 .. 0.067, a third of it clamped to 0)."""
-    spec, _ = U.load_upscale_model(fixture_path(models_dir, name))
-    out = U.upscale_image(spec, smooth_image(40, 52, seed=1), tile=0)
+    spec, _ = A.load_upscale_model(fixture_path(models_dir, name))
+    out = T.upscale_image(spec, smooth_image(40, 52, seed=1), tile=0)
     lo, hi = float(out.quantile(0.02)), float(out.quantile(0.98))
     assert hi - lo > 0.4 and lo < 0.3 and hi > 0.7, (name, lo, hi)  # the test image itself spans ~0.25 .. 0.75
     assert float((out == 0).float().mean()) < 0.1 and float((out == 1).float().mean()) < 0.1, name
@@ -37,12 +38,12 @@ def test_loader_detects_every_fixture(pack, models_dir):
         with get_cache().use_entry(spec) as entry:
             model = entry.value
             assert (model.arch, model.scale, entry.meta["scale"]) == (arch, scale, scale), name
-            assert U.network_scale(model) == scale
+            assert T.network_scale(model) == scale
             assert next(model.parameters()).dtype == torch.float32  # auto on CPU
-            assert entry.meta["licence"] == U.LICENCES[arch]
+            assert entry.meta["licence"] == A.LICENCES[arch]
     # Real-ESRGAN x2 pixel-unshuffles its input: sizes go to a multiple of 2, as RealESRGANer pads them
-    _, entry = U.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
-    assert U.input_multiple(entry.value) == 2
+    _, entry = A.load_upscale_model(fixture_path(models_dir, "tiny_RealESRGAN_x2plus.pth"))
+    assert T.input_multiple(entry.value) == 2
 
 
 def test_variants_are_read_from_tensors_not_names(tmp_path):
@@ -64,9 +65,9 @@ def test_variants_are_read_from_tensors_not_names(tmp_path):
             save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         else:
             torch.save(sd, path)
-        spec, entry = U.load_upscale_model(str(path))
+        spec, entry = A.load_upscale_model(str(path))
         assert (entry.value.arch, entry.meta["scale"]) == (arch, scale) and words in entry.meta["arch"], entry.meta
-        out = U.upscale_image(spec, smooth_image(12, 16), tile=0)
+        out = T.upscale_image(spec, smooth_image(12, 16), tile=0)
         assert out.shape == (1, 12 * scale, 16 * scale, 3)
 
 
@@ -92,8 +93,8 @@ def test_foreign_files_get_a_clear_message(tmp_path):
                            ("4x-UltraSharp.pth", dino, "Grounding DINO"),
                            ("weird.safetensors", {"foo.weight": torch.zeros(2, 2)}, "unknown model")):
         _save(tmp_path / name, sd)
-        with pytest.raises(U.UpscaleModelError) as ei:
-            U.load_upscale_model(str(tmp_path / name))
+        with pytest.raises(A.UpscaleModelError) as ei:
+            A.load_upscale_model(str(tmp_path / name))
         msg = str(ei.value)
         assert name in msg and "not an upscale model" in msg and what in msg and "upscale_models" in msg, msg
 
@@ -102,8 +103,8 @@ def test_detected_but_wrong_weights_and_non_upscalers_are_explained(tmp_path):
     sd = tiny_upscale.real_esrgan_keys(tiny_upscale.tiny_esrgan(4).state_dict())
     sd["conv_hr.weight"] = sd["conv_hr.weight"][:, :4].contiguous()  # a damaged / foreign variant
     _save(tmp_path / "broken.pth", sd)
-    with pytest.raises(U.UpscaleModelError, match="broken.pth looks like a ESRGAN model but its weights do not fit"):
-        U.load_upscale_model(str(tmp_path / "broken.pth"))
+    with pytest.raises(A.UpscaleModelError, match="broken.pth looks like a ESRGAN model but its weights do not fit"):
+        A.load_upscale_model(str(tmp_path / "broken.pth"))
 
 
 def test_extra_arches_are_left_out_by_name(tmp_path, monkeypatch):
@@ -122,9 +123,9 @@ def test_extra_arches_are_left_out_by_name(tmp_path, monkeypatch):
     registry.add(spandrel.ArchSupport.from_architecture(NonCommercialArch()))
     monkeypatch.setattr(spandrel, "MAIN_REGISTRY", registry)
     _save(tmp_path / "nc.pth", {"fake_nc.weight": torch.zeros(2, 2)})
-    with pytest.raises(U.UpscaleModelError, match="FakeNC model, an architecture of spandrel_extra_arches"):
-        U.load_upscale_model(str(tmp_path / "nc.pth"))
-    assert [a for a in U.core_architectures() if a.architecture.id == "FakeNC"] == []
+    with pytest.raises(A.UpscaleModelError, match="FakeNC model, an architecture of spandrel_extra_arches"):
+        A.load_upscale_model(str(tmp_path / "nc.pth"))
+    assert [a for a in A.core_architectures() if a.architecture.id == "FakeNC"] == []
 
 
 class Payload:
@@ -135,15 +136,15 @@ class Payload:
 def test_pickled_object_pth_is_refused_by_the_loader(tmp_path):
     sd = tiny_upscale.tiny_compact(2).state_dict()
     torch.save({"params": sd, "extra": Payload()}, tmp_path / "pickled.pth")
-    with pytest.raises(U.UpscaleModelError, match="pickled Python objects"):
-        U.load_upscale_model(str(tmp_path / "pickled.pth"))
+    with pytest.raises(A.UpscaleModelError, match="pickled Python objects"):
+        A.load_upscale_model(str(tmp_path / "pickled.pth"))
 
 
 def test_dtype_follows_what_the_architecture_supports(pack, models_dir):
-    _, swinir = U.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "fp16")
+    _, swinir = A.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "fp16")
     assert next(swinir.value.parameters()).dtype == torch.float32  # spandrel: SwinIR does not run in fp16
-    _, esrgan = U.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"), "bf16")
+    _, esrgan = A.load_upscale_model(fixture_path(models_dir, "tiny_4x-UltraSharp-oldlayout.pth"), "bf16")
     assert next(esrgan.value.parameters()).dtype == torch.bfloat16
-    assert U.pick_dtype("auto", torch.device("cpu"), esrgan.value) == torch.float32
-    with pytest.raises(U.UpscaleModelError, match="dtype 'int8'"):
-        U.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "int8")
+    assert A.pick_dtype("auto", torch.device("cpu"), esrgan.value) == torch.float32
+    with pytest.raises(A.UpscaleModelError, match="dtype 'int8'"):
+        A.load_upscale_model(fixture_path(models_dir, "tiny_SwinIR_x2.pth"), "int8")

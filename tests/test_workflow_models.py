@@ -2,8 +2,8 @@
 
 ComfyUI's frontend (1.27 and 1.58 alike) reads a node's `properties.models`, a list of {name, url,
 directory}: 1.27 checks each against the files of that folder when a workflow opens, 1.58 offers the URL
-for a model its scan finds missing. scripts/dev/build_workflows.py writes it from the downloader's manifest
-(tools/manifest.py); here the files are checked against those sources, entry by entry.
+for a model its scan finds missing. scripts/dev/build_workflows.py writes it from the model catalogue's download
+URLs (models/core/catalog.py); here the files are checked against that source, entry by entry.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_every_model_with_a_known_url_is_declared(name):
         f"{name}: no model carries a download URL"
 
 
-def test_catalog_urls_come_from_the_manifest():
+def test_catalog_urls_come_from_the_catalogue():
     download_url, workflow_models = BUILD.download_url, BUILD.workflow_models
 
     assert download_url("sams", "sam_vit_b_01ec64.pth") == \

@@ -76,7 +76,7 @@ def check_url(url, what: str) -> str:
     return url
 
 
-def check_entry(entry):  # a model_manifest.ManifestEntry (not imported: the pack never imports the manifest)
+def check_entry(entry):  # a catalog.CatalogModel (built in, or read from a --manifest JSON)
     """Every path of `entry` stays inside its model folder and every URL is http(s); else ValueError."""
     if entry.folder not in FOLDERS:
         raise ValueError(f"{entry.name}: unknown folder {entry.folder!r}; known: {', '.join(FOLDERS)}")

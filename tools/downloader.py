@@ -7,7 +7,7 @@ How a file arrives (the guarantees the tests check):
 - it is written to `<final name>.part` next to its final place; an interrupted transfer leaves only that
   `.part`, and the next run asks the server for the rest (HTTP Range). A 206 answer continues the file; a
   server that ignores the Range header (200) or answers for another offset makes it start over;
-- its sha256 is computed while it is written and compared, when the manifest has a published value, BEFORE
+- its sha256 is computed while it is written and compared, when the catalogue has a published value, BEFORE
   the `.part` is renamed (os.replace, atomic) to the final name; a wrong checksum removes the `.part` and
   stops with an error. A file without a published checksum is downloaded with an "unverified" warning;
 - folder models (transformers / diffusers folders, InsightFace packs) are assembled in
@@ -19,35 +19,21 @@ How a file arrives (the guarantees the tests check):
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
 import json
 import os
-import re
 import shutil
 import sys
-import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from ..models.core.catalog import CATALOG
-from .download_progress import ProgressBar, human
-from .download_safety import (  # noqa: F401  (DownloadError, ChecksumError, check_*: the downloader's API too)
-    WRITE_ERRORS,
-    ChecksumError,
-    DownloadError,
-    _Incomplete,
-    _write_error,
-    check_entry,
-    check_rel_path,
-    check_url,
-    inside,
-    safe_extract,
-)
-from ..models.core.folders import FOLDERS, PT
-from .manifest import MANIFEST, ManifestEntry, RemoteFile
+from ..models.core.catalog import CATALOG, CatalogModel, RemoteFile, by_name
+from ..models.core.folders import FOLDERS
+from .download_fetch import fetch
+from .download_progress import human
+from .download_safety import WRITE_ERRORS, DownloadError, _write_error, check_entry, inside, safe_extract
+from .workflow_models import needed_by_workflow
 
 STAGING = ".visionkit-downloads"
 CHUNK = 1 << 20
@@ -83,27 +69,21 @@ def folder_dir(models_dir: Path, key: str) -> Path:
     return d / spec.subdir if spec.subdir else d
 
 
-def _catalog_file(name: str) -> str | None:
-    for m in CATALOG:
-        if m.name == name:
-            return m.file
-    return None
-
-
-def is_present(entry: ManifestEntry, models_dir: Path) -> bool:
+def is_present(entry: CatalogModel, models_dir: Path) -> bool:
     d = folder_dir(models_dir, entry.folder)
-    names = {entry.target, _catalog_file(entry.name)} - {None}
-    return any((d / n).exists() for n in names)
+    return any((d / n).exists() for n in {entry.target, entry.file})
 
 
-def is_folder_model(entry: ManifestEntry) -> bool:
+def is_folder_model(entry: CatalogModel) -> bool:
     return any(f.archive or f.path.startswith(entry.target + "/") for f in entry.files)
 
 
-# ---------------------------------------------------------------- manifest (built-in or JSON)
-def load_manifest_json(path: str) -> dict[str, ManifestEntry]:
+# ---------------------------------------------------------------- manifest (the catalogue, or JSON)
+def load_manifest_json(path: str) -> dict[str, CatalogModel]:
     """A manifest in JSON (mirrors, tests): [{"name", "folder", "target", "licence", "non_commercial",
-    "files": [{"url", "path", "size", "sha256", "sha256_source", "archive"}]}]."""
+    "files": [{"url", "path", "size", "sha256", "sha256_source", "archive"}]}]. A name the catalogue knows
+    keeps the catalogue's file name (the README's), so a model already there under that name is found."""
+    known = {m.name: m.file for m in CATALOG}
     with open(path, encoding="utf-8") as f:
         raw = json.load(f)
     out = {}
@@ -114,156 +94,14 @@ def load_manifest_json(path: str) -> dict[str, ManifestEntry]:
         for x in files:
             if x.sha256 and not x.sha256_source:
                 raise ValueError(f"manifest {path}: {e['name']}/{x.path} has a sha256 but no sha256_source")
-        out[e["name"]] = check_entry(ManifestEntry(e["name"], e["folder"], e["target"], files, e.get("licence", ""),
-                                                   bool(e.get("non_commercial")), e.get("page", ""),
-                                                   e.get("note", "")))
+        out[e["name"]] = check_entry(CatalogModel(
+            e["name"], known.get(e["name"], e["target"]), e["folder"], "", "", e.get("licence", ""),
+            bool(e.get("non_commercial")), files, e["target"], e.get("page", ""), e.get("note", "")))
     return out
 
 
-# ---------------------------------------------------------------- one file
-def _sha256_of(path: Path) -> "hashlib._Hash":
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h
-
-
-def _content_range_start(value: str | None) -> int | None:
-    m = re.match(r"\s*bytes\s+(\d+)-", value or "")
-    return int(m.group(1)) if m else None
-
-
-def _transfer(url: str, part: Path, size: int | None, opener, timeout: float, label: str, out: TextIO,
-              restart: bool = False) -> "hashlib._Hash":
-    """Bring `part` to the whole file (resuming what is there); returns its running sha256."""
-    have = 0 if restart or not part.exists() else part.stat().st_size
-    if size is not None and have > size:
-        have = 0  # longer than the file can be: not a prefix of it
-    if have and size is not None and have == size:
-        return _sha256_of(part)  # complete already (e.g. interrupted before the check)
-    headers = {"User-Agent": USER_AGENT}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        resp = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing after the bytes we have: the .part is the whole file
-            return _sha256_of(part)
-        raise DownloadError(f"{label}: the server answered HTTP {e.code} {e.reason} for {url}") from None
-    with resp:
-        status = getattr(resp, "status", 200)
-        if have and status == 206:
-            if _content_range_start(resp.headers.get("Content-Range")) != have:
-                out.write(f"  {label}: the server resumed at another offset; starting over\n")
-                resp.close()
-                return _transfer(url, part, size, opener, timeout, label, out, restart=True)
-            h, mode = _sha256_of(part), "ab"
-            out.write(f"  {label}: resuming at {human(have)}\n")
-        elif status == 200:
-            if have:
-                out.write(f"  {label}: the server ignored the resume request (HTTP 200); starting over\n")
-            have, h, mode = 0, hashlib.sha256(), "wb"
-        else:
-            raise DownloadError(f"{label}: unexpected HTTP {status} for {url}")
-        length = resp.headers.get("Content-Length")
-        expected = have + int(length) if length and length.isdigit() else size
-        if size is not None and expected is not None and expected > size:
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{label}: the server announces {human(expected)} but the manifest declares "
-                                f"{human(size)} ({size} bytes); nothing was kept. A changed upload or a wrong "
-                                f"mirror? Check {url}")
-        bar = ProgressBar(label, expected, have, out)
-        got = have
-        over = False
-        read = getattr(resp, "read1", resp.read)  # what has arrived (up to CHUNK), not a full CHUNK
-        part.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(part, mode) as f:
-                while True:
-                    try:
-                        chunk = read(CHUNK)
-                    except http.client.IncompleteRead as ex:
-                        chunk = ex.partial
-                        if chunk:
-                            f.write(chunk)
-                            h.update(chunk)
-                            got += len(chunk)
-                        raise _Incomplete(f"connection closed after {human(got)}") from None
-                    if not chunk:
-                        break
-                    if size is not None and got + len(chunk) > size:
-                        f.truncate(0)
-                        over = True
-                        break
-                    f.write(chunk)
-                    h.update(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            bar.close()
-        if over:
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{label}: the server sent more than the {human(size)} ({size} bytes) the manifest "
-                                f"declares; writing stopped there and the file was removed. A changed upload or a "
-                                f"wrong mirror? Check {url}")
-        if expected is not None and got < expected:
-            raise _Incomplete(f"connection closed after {human(got)} of {human(expected)}")
-    return h
-
-
-def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None, *, opener=None,
-          out: TextIO | None = None, retries: int = 2, timeout: float = 60.0, label: str | None = None,
-          source: str | None = None) -> Path:
-    """Download `url` to `dest` through `dest.part` (resumed if present), checked, then renamed."""
-    out = out or sys.stderr
-    try:
-        check_url(url, label or Path(dest).name)
-    except ValueError as ex:
-        raise DownloadError(str(ex)) from None
-    opener = opener or urllib.request.build_opener()
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    label = label or dest.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    attempt = 0
-    while True:
-        try:
-            h = _transfer(url, part, size, opener, timeout, label, out)
-            break
-        except (_Incomplete, ConnectionError, TimeoutError, http.client.HTTPException, urllib.error.URLError,
-                OSError) as ex:
-            if isinstance(ex, DownloadError):
-                raise
-            if getattr(ex, "errno", None) in WRITE_ERRORS:
-                raise DownloadError(f"{label}: cannot write {part}: {_write_error(ex)} (the partial file is kept "
-                                    "for a resume)") from None
-            kept = part.stat().st_size if part.exists() else 0
-            if attempt >= retries:
-                raise DownloadError(
-                    f"{label}: the download was interrupted ({ex}); {human(kept)} kept in {part}: run the same "
-                    "command again to resume") from None
-            attempt += 1
-            out.write(f"  {label}: interrupted ({ex}); resuming (retry {attempt} of {retries})\n")
-    digest = h.hexdigest()
-    if sha256:
-        if digest != sha256.lower():
-            part.unlink(missing_ok=True)
-            raise ChecksumError(
-                f"{label}: sha256 {digest} is not the published {sha256.lower()} ({source or 'manifest'}); the "
-                f"download was removed. The server sent another file (a changed upload, a mirror, a captive portal "
-                f"or proxy page?): check {url} in a browser, or report it")
-        out.write(f"  {label}: sha256 verified ({digest[:16]}…)\n")
-    else:
-        out.write(f"  {label}: UNVERIFIED: no published sha256 for this file; its sha256 is {digest}\n")
-    os.replace(part, dest)
-    return dest
-
-
-# ---------------------------------------------------------------- a manifest entry
-def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: TextIO | None = None,
+# ---------------------------------------------------------------- one model
+def download_entry(entry: CatalogModel, models_dir: Path, *, opener=None, out: TextIO | None = None,
                    retries: int = 2, timeout: float = 60.0) -> Path:
     out = out or sys.stderr
     try:
@@ -331,74 +169,6 @@ def download_entry(entry: ManifestEntry, models_dir: Path, *, opener=None, out: 
     return final
 
 
-# ---------------------------------------------------------------- what a workflow needs
-MODEL_EXTS = tuple(sorted(set(PT) | {".onnx", ".ckpt", ".zip"}))
-
-
-def workflow_values(data) -> list[tuple[str, str, bool]]:
-    """(node type, value, looks like a model name) for every string widget / input of VisionKit nodes.
-
-    API format: {id: {"class_type", "inputs"}} (optionally under "prompt"); an input is a model name
-    when its name ends in '_name'. UI format: {"nodes": [{"type", "widgets_values"}], "definitions":
-    {"subgraphs": [...]}}; widget names are not saved there, so a value is a model name when it has a
-    model file extension (folder models are still matched against the manifest by name)."""
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
-        nodes = list(data["nodes"])
-        for sg in ((data.get("definitions") or {}).get("subgraphs") or []):
-            nodes += sg.get("nodes") or []
-        out = []
-        for n in nodes:
-            t = str(n.get("type", ""))
-            if not t.startswith("VisionKit"):
-                continue
-            wv = n.get("widgets_values") or []
-            vals = wv.values() if isinstance(wv, dict) else wv
-            out += [(t, v, v.lower().endswith(MODEL_EXTS)) for v in vals if isinstance(v, str)]
-        return out
-    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]
-    if isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
-        out = []
-        for node in data.values():
-            t = str(node["class_type"])
-            if t.startswith("VisionKit"):
-                out += [(t, v, k.endswith("_name")) for k, v in (node.get("inputs") or {}).items()
-                        if isinstance(v, str)]
-        return out
-    raise ValueError("not a ComfyUI workflow: expected the API format ({id: {class_type, inputs}}) or the UI "
-                     "format ({\"nodes\": [...]}) that the canvas saves")
-
-
-def names_of(entry: ManifestEntry) -> set[str]:
-    names = {entry.target, _catalog_file(entry.name) or entry.target}
-    names |= {f.path.rsplit("/", 1)[-1] for f in entry.files if not f.path.startswith(entry.target + "/")}
-    return names
-
-
-def match_value(value: str, manifest: dict[str, ManifestEntry]) -> ManifestEntry | None:
-    v = value.replace("\\", "/").strip("/")
-    candidates = {v, v.rsplit("/", 1)[-1], v.split("/", 1)[-1]}
-    for e in manifest.values():
-        if candidates & names_of(e):
-            return e
-    return None
-
-
-def needed_by_workflow(data, manifest: dict[str, ManifestEntry]) -> tuple[list[ManifestEntry], list[str]]:
-    """(manifest entries the workflow's VisionKit loaders name, model names the manifest does not know)."""
-    entries: dict[str, ManifestEntry] = {}
-    unknown: list[str] = []
-    for node_type, value, is_model in workflow_values(data):
-        e = match_value(value, manifest)
-        if e is not None:
-            entries.setdefault(e.name, e)
-        elif is_model and value.strip() and not value.startswith("(") and value.lower() != "none":
-            item = f"{value} ({node_type})"
-            if item not in unknown:
-                unknown.append(item)
-    return list(entries.values()), unknown
-
-
 # ---------------------------------------------------------------- command line
 def _opener():
     return urllib.request.build_opener()
@@ -422,7 +192,7 @@ def cmd_list(manifest, models_dir: Path, why: str, out: TextIO, as_json: bool) -
 
 
 def cmd_download(manifest, models_dir: Path, args, out: TextIO, err: TextIO) -> int:
-    chosen: list[ManifestEntry] = []
+    chosen: list[CatalogModel] = []
     unknown: list[str] = []
     if args.workflow:
         try:
@@ -512,7 +282,7 @@ def main(argv: Iterable[str] | None = None, out: TextIO | None = None, err: Text
     ap = build_parser()
     args = ap.parse_args(list(argv) if argv is not None else None)
     try:
-        manifest = load_manifest_json(args.manifest) if args.manifest else dict(MANIFEST)
+        manifest = load_manifest_json(args.manifest) if args.manifest else by_name()
     except (OSError, ValueError, KeyError) as ex:
         err.write(f"error: cannot read the manifest {args.manifest}: {ex}\n")
         return EXIT_USAGE

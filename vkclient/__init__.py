@@ -19,9 +19,9 @@ A batch over several servers:
 The command line is `./scripts/queue` (or `python -m vkclient`); `--help` lists its options.
 """
 from .batch import BatchItem, BatchJob, run_batch
-from .client import (
-    DEFAULT_SERVER,
-    Client,
+from .client import DEFAULT_SERVER, Client
+from .job import Job
+from .results import (
     ComfyClientError,
     ExecutionFailed,
     JobTimeout,
@@ -31,7 +31,6 @@ from .client import (
     ServerError,
     ServerUnreachable,
 )
-from .job import Job
 from .websocket import WebSocket, WebSocketError
 from .workflow import (
     WorkflowError,

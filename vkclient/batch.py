@@ -19,7 +19,8 @@ import random
 import threading
 from dataclasses import dataclass
 
-from .client import Client, ComfyClientError, JobTimeout, ProgressEvent, Result, ServerUnreachable
+from .client import Client
+from .results import ComfyClientError, JobTimeout, ProgressEvent, Result, ServerUnreachable
 from .workflow import randomize_seeds
 
 

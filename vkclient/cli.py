@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from .batch import BatchJob, run_batch
-from .client import DEFAULT_SERVER, Client, ExecutionFailed, JobTimeout, PromptRejected, ServerUnreachable
+from .client import DEFAULT_SERVER, Client
+from .results import ExecutionFailed, JobTimeout, PromptRejected, ServerUnreachable
 from .workflow import WorkflowError, apply_overrides, assign_images, load_workflow, parse_value, split_target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .client import ExecutionFailed, JobTimeout, ProgressEvent, Result
+from .results import ExecutionFailed, JobTimeout, ProgressEvent, Result
 from .websocket import WebSocketError
 from .workflow import format_node_errors
 

@@ -1,6 +1,6 @@
 """The shared model cache: every loader goes through it, so one file is loaded once, whichever node asks.
 
-Contract (DESIGN.md):
+Contract:
 - key = resolved path + size + mtime + dtype + variant (+ kind and build options); a file that changed
   on disk gets a new key, and its stale entry is dropped;
 - thread-safe: ComfyUI runs prompts in a worker thread and HTTP routes in the event loop. The same key
@@ -8,19 +8,18 @@ Contract (DESIGN.md):
   in parallel;
 - standalone (tests, bench, scripts): an LRU with a memory budget per device. Over the accelerator's
   budget the least recently used models move to the CPU first; over the CPU budget they are dropped;
-- inside ComfyUI every entry is registered with comfy.model_management (see comfy_bridge.py), which
-  moves torch models between devices; after `POST /free` the pack drops every entry;
+- inside ComfyUI every entry is registered with comfy.model_management through the bridge
+  (comfy_bridge.py; the cache calls it, the bridge calls the cache back only through `purge` and
+  `mark_released`), which moves torch models between devices; after `POST /free` the pack drops every entry;
 - entries in use are pinned: a purge or an eviction never pulls a model from under a running node, it
   drops the entry when that use ends;
 - stats (entries, bytes per device, hits, misses, load seconds) for the node, the route and the panel.
 """
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 from . import host
 from .folders import ModelNotFoundError
+from .memory import device_of, free_memory, module_bytes, torch_modules
 
 log = logging.getLogger("visionkit")
 
@@ -77,42 +77,6 @@ def file_identity(path: str) -> tuple[int, int]:
             size += s.st_size
             mtime = max(mtime, s.st_mtime_ns)
     return size, mtime
-
-
-def torch_modules(value) -> list:
-    """The torch modules inside a cached value (a module, a container of them, or `vk_modules()`)."""
-    import torch
-
-    if isinstance(value, torch.nn.Module):
-        return [value]
-    if hasattr(value, "vk_modules"):
-        return list(value.vk_modules())
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [m for v in value for m in torch_modules(v)]
-    return []
-
-
-def module_bytes(modules) -> int:
-    seen, total = set(), 0
-    for m in modules:
-        for t in list(m.parameters()) + list(m.buffers()):
-            key = (t.data_ptr(), t.device)
-            if key in seen:
-                continue
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
-
-
-def device_of(modules) -> str:
-    for m in modules:
-        for t in m.parameters():
-            return str(t.device)
-        for t in m.buffers():
-            return str(t.device)
-    return "cpu"
 
 
 @dataclass
@@ -213,7 +177,7 @@ class ModelCache:
                     self._drop(e)
                     purged.append(k)
         if purged:
-            self._free_memory()
+            free_memory()
         return {"purged": purged, "deferred": deferred, "unknown": unknown}
 
     def entries(self) -> list[dict]:
@@ -235,6 +199,14 @@ class ModelCache:
                     "load_seconds": round(self.load_seconds, 4), "budget_bytes": self.budget(),
                 },
             }
+
+    def mark_released(self, key: str) -> None:
+        """ComfyUI unloaded this entry's model behind the cache's back (the bridge's fallback): drop the
+        entry at the next cache access, once nothing uses it."""
+        with self._lock:
+            e = self._entries.get(key)
+            if e is not None:
+                e.released = True
 
     def __len__(self) -> int:
         with self._lock:
@@ -287,7 +259,7 @@ class ModelCache:
                 self.load_seconds += entry.load_seconds
                 self._inflight.pop(key, None)
                 if self.bridge is not None:
-                    entry.patcher = self.bridge.register(self, entry)
+                    entry.patcher = self.bridge.register(entry, torch_modules(entry.value))
                 self._enforce_budget(keep=key)
             fut.done.set()
             return entry
@@ -304,7 +276,7 @@ class ModelCache:
                     self._entries.move_to_end(entry.key)
                 self._enforce_budget(keep=entry.key)
         if dropped:
-            self._free_memory()
+            free_memory()
 
     def _build(self, spec: ModelSpec, key: str, identity: tuple) -> Entry:
         device = host.torch_device()
@@ -393,40 +365,6 @@ class ModelCache:
             return
         for e in [e for e in self._entries.values() if e.released and e.pins == 0]:
             self._drop(e)
-
-    def _free_memory(self) -> None:
-        gc.collect()
-        trim_heap()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
-
-
-_MALLOC_TRIM: Any = None
-
-
-def trim_heap() -> None:
-    """Hand freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere).
-
-    glibc keeps what a dropped model freed in its arenas (the model's tensors are many mid-sized
-    allocations, made in ComfyUI's worker thread), so without this a purge leaves the process's RSS
-    where it was (measured: a 200 MB model, RSS unchanged after the purge, 200 MB lower after the trim).
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is False or not sys.platform.startswith("linux"):
-        return
-    try:
-        if _MALLOC_TRIM is None:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        _MALLOC_TRIM(0)
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to trim this way
-        _MALLOC_TRIM = False
 
 
 _CACHE: ModelCache | None = None

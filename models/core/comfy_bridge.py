@@ -1,5 +1,8 @@
 """How the shared cache lives inside ComfyUI's memory management (only imported inside ComfyUI).
 
+The cache (cache.py) creates the bridge and calls it; the bridge imports nothing of the pack and calls the
+cache back only through its public `purge()` and `mark_released(key)`.
+
 The mechanism, in full:
 
 1. Every cache entry gets one `comfy.model_patcher.ModelPatcher`. Its model is a small holder module
@@ -150,13 +153,11 @@ class ComfyBridge:
                          len(result["purged"]) + len(result["deferred"]))
 
     # ------------------------------------------------------------ per entry
-    def register(self, cache, entry):
+    def register(self, entry, mods: list):
+        """A ModelPatcher for a new cache entry whose torch modules are `mods` (none for an ONNX session)."""
         from comfy.model_patcher import ModelPatcher
         from comfy.patcher_extension import CallbacksMP
 
-        from .cache import torch_modules
-
-        mods = torch_modules(entry.value)
         if mods:
             load_device = self.mm.get_torch_device()
         else:  # an ONNX session: on the GPU only when its provider is
@@ -183,7 +184,5 @@ class ComfyBridge:
             return  # memory pressure: the model went to the offload device and stays cached
         self.wrapped = False  # the wrap is gone: this unload may be a /free, so the fallback engages
         key = self._by_patcher.get(id(patcher))
-        with self.cache._lock:
-            e = self.cache._entries.get(key) if key else None
-            if e is not None:
-                e.released = True
+        if key:
+            self.cache.mark_released(key)

@@ -106,11 +106,6 @@ def from_uint8(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
 
 
-def image_to_rgb_list(image: torch.Tensor) -> list[np.ndarray]:
-    """IMAGE → list of uint8 RGB(A) (H, W, C) arrays."""
-    return list(to_uint8(image))
-
-
 def image_to_bgr_list(image: torch.Tensor) -> list[np.ndarray]:
     """IMAGE → list of uint8 BGR (H, W, 3) arrays for OpenCV libraries (alpha dropped; see split_alpha)."""
     return [np.ascontiguousarray(a[..., 2::-1]) for a in to_uint8(image[..., :3])]

@@ -74,7 +74,7 @@ def workflows_section() -> str:
 
     by_file = {m.file: m for m in CATALOG}
     out = []
-    from build_workflows import WORKFLOWS
+    from workflow_descriptions import WORKFLOWS
 
     shipped = {p.stem for p in (ROOT / "workflows").glob("*.json")}
     for name in [n for n in WORKFLOWS if n in shipped] + sorted(shipped - set(WORKFLOWS)):

@@ -2,8 +2,8 @@
 
 Each builder writes what a user's file would be (same container format, same key names) but with
 tiny shapes, so the real loading code runs in seconds on CPU. Random weights are seeded: every run
-writes the same files. `build_all(root)` writes everything; the layout is DESIGN.md's folder table.
-Later issues add their models here (one function each, registered in BUILDERS).
+writes the same files. `build_all(root)` writes everything, in the folders of models/core/folders.py
+(one function per model, registered in BUILDERS).
 """
 from __future__ import annotations
 
