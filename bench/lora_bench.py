@@ -387,16 +387,19 @@ def core_rows(ctx, variant, dtype, size, lora: Path, desc, plain, withl) -> list
             str(size), "--rounds", str(rounds), "--device", ctx.device, "--threads", str(ctx.threads or 0),
             "--comfy", str(comfy), "--folder", str(folder)]
     script = Path(__file__).resolve()
-    res = {}
-    for name, extra in (("with", ["--lora", "1"]), ("without", [])):
-        ctx.log(f"lora: node vs ComfyUI core {name} the LoRA ({comfy.name}), {rounds} interleaved rounds")
-        res[name] = harness.run_worker(script, [*base, "--task", "time", *extra], timeout=3600)
-        ctx.log(f"lora: core {name}: {res[name]['wall']}, cpu {res[name]['cpu']}")
-    mem = {}
-    if not (ctx.smoke or ctx.quick):
+    res, mem = {}, {}
+    try:
         for name, extra in (("with", ["--lora", "1"]), ("without", [])):
-            ctx.log(f"lora: ComfyUI core's peak RSS {name} the LoRA, a process of its own")
-            mem[name] = harness.run_worker(script, [*base, "--task", "mem", "--rounds", "1", *extra], timeout=3600)
+            ctx.log(f"lora: node vs ComfyUI core {name} the LoRA ({comfy.name}), {rounds} interleaved rounds")
+            res[name] = harness.run_worker(script, [*base, "--task", "time", *extra], timeout=3600)
+            ctx.log(f"lora: core {name}: {res[name]['wall']}, cpu {res[name]['cpu']}")
+        if not (ctx.smoke or ctx.quick):
+            for name, extra in (("with", ["--lora", "1"]), ("without", [])):
+                ctx.log(f"lora: ComfyUI core's peak RSS {name} the LoRA, a process of its own")
+                mem[name] = harness.run_worker(script, [*base, "--task", "mem", "--rounds", "1", *extra],
+                                               timeout=3600)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the 3.7 GB of exported UNet / VAE files
     rows = []
     for name in ("with", "without"):
         r = res[name]
