@@ -35,9 +35,14 @@ ROOT = BENCH_DIR.parent
 PACK = "visionkit_pack"  # the name tests and benchmarks import the pack by
 from file_audit import FileAudit  # noqa: E402,F401  (re-exported: harness.FileAudit)
 from machine import (  # noqa: E402,F401  (device_name, device_info, available_memory_bytes: re-exported)
-    available_memory_bytes, cpu_count, device_info, device_name, loadavg, pick_device,
+    available_memory_bytes,
+    cpu_count,
+    device_info,
+    device_name,
+    loadavg,
+    pick_device,
 )
-from measure import best_of, peak_rss_bytes, reset_peak_rss, status_kb, timed  # noqa: E402,F401  (lora_bench)
+from measure import best_of, timed  # noqa: E402
 from report import Row, goal_row, render_markdown, results_doc, validate_doc  # noqa: E402,F401  (benchmarks' API)
 
 MODULES = ("import_time", "workflows_bench", "sam_bench", "upscale_bench", "lcm_bench", "lora_bench",

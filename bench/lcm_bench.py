@@ -58,7 +58,6 @@ def _build(spec, device):
     """Cache builder: Components with seeded random weights (the marker file names the variant)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
     from visionkit_pack.models.core.cache import Loaded
     from visionkit_pack.models.sd.types import Components
 
@@ -87,7 +86,6 @@ def make_handle(ctx, variant: str, dtype: str):
 
 def make_conditioning(arch: str, size: int):
     import torch
-
     from visionkit_pack.models.sd.types import Conditioning
 
     g = torch.Generator().manual_seed(1)
@@ -102,7 +100,11 @@ def make_conditioning(arch: str, size: int):
 
 
 def diffusers_pipeline(comps):
-    from diffusers import LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (
+        LCMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
     sched = LCMScheduler.from_config(comps.scheduler_config)
     if comps.arch == "sd15":

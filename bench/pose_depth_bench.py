@@ -59,8 +59,12 @@ def depth_anything_config(smoke: bool):
 def write_folders(root, smoke: bool) -> dict:
     """The two random-weight model folders; returns {kind: (name, params, MB)}."""
     import torch
-    from transformers import (DepthAnythingForDepthEstimation, DPTImageProcessor, VitPoseForPoseEstimation,
-                              VitPoseImageProcessor)
+    from transformers import (
+        DepthAnythingForDepthEstimation,
+        DPTImageProcessor,
+        VitPoseForPoseEstimation,
+        VitPoseImageProcessor,
+    )
 
     out = {}
     torch.manual_seed(0)

@@ -55,7 +55,6 @@ def bench(ctx) -> list[Row]:
         torch.set_num_threads(ctx.threads)
     pack = harness.import_pack()
     from segment_anything import SamPredictor
-
     from visionkit_pack.models.perception import sam as S
 
     dims = TINY if ctx.smoke else VIT_B
@@ -124,7 +123,6 @@ def bench(ctx) -> list[Row]:
 def _fp16_row(ctx, pack, name, rgb, fp32_encode, rounds) -> Row:
     """CUDA only: the fp16 encoder (the loader's dtype option) vs fp32."""
     from segment_anything import SamPredictor
-
     from visionkit_pack.models.core.cache import get_cache
 
     (spec16,) = pack.NODE_CLASS_MAPPINGS["VisionKitSAMLoader"]().load(name, "fp16")

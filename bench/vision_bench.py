@@ -36,9 +36,19 @@ def _image(h: int, w: int, seed: int = 0):
 def _write_real_size(root, ctx) -> dict:
     """BLIP base, DINOv2 base and ViT-B/16 folders with random weights (real-size configs) under root."""
     import torch
-    from transformers import (BitImageProcessor, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor, BertTokenizer, Dinov2Config, Dinov2Model, ViTConfig,
-                              ViTForImageClassification, ViTImageProcessor)
+    from transformers import (
+        BertTokenizer,
+        BitImageProcessor,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        Dinov2Config,
+        Dinov2Model,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
 
     tiny_blip = ctx.tiny_models() / "blip" / "tiny-blip"
     tok = BertTokenizer.from_pretrained(str(tiny_blip), local_files_only=True)
@@ -180,9 +190,8 @@ def _labels_row(ctx, N, cache, name, img, rounds, size_note) -> Row:
 
 def _everything_row(ctx, N, rounds) -> Row:
     import torch
-    from segment_anything import SamAutomaticMaskGenerator
-
     from sam_bench import write_weights
+    from segment_anything import SamAutomaticMaskGenerator
     from visionkit_pack.models.perception.sam_everything import Settings
 
     dims = SAM_TINY if ctx.smoke else SAM_VIT_B
