@@ -2,14 +2,7 @@
 from __future__ import annotations
 
 from ..models.core import folders
-from ..models.perception.caption import (
-    MAX_BEAMS,
-    MAX_TOKENS,
-    CaptionError,
-    caption,
-    check_settings,
-    load_caption_model,
-)
+from ..models.perception.caption import MAX_BEAMS, MAX_TOKENS, caption, load_caption_model
 from ..models.perception.hf_vision import DTYPES
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
@@ -81,13 +74,9 @@ class VisionKitCaption:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, max_tokens=None, num_beams=None):
-        try:
-            check_settings(30 if max_tokens is None else max_tokens, 3 if num_beams is None else num_beams)
-        except CaptionError as ex:
-            return str(ex)
-        return True
+    # No VALIDATE_INPUTS: max_tokens and num_beams are ranges that ComfyUI checks at /prompt from INPUT_TYPES (the
+    # same bounds as check_settings), and a VALIDATE_INPUTS message would be repeated on every input it names.
+    # caption() checks both again when the node runs (linked values), before BLIP runs.
 
     def caption(self, caption_model, image, prefix: str = "", max_tokens: int = 30, num_beams: int = 3):
         texts = caption(caption_model, image, prefix, int(max_tokens), int(num_beams))

@@ -7,7 +7,6 @@ from ..models.perception.clip import (
     DTYPES,
     load_clip_model,
     parse_labels,
-    parse_templates,
     rank_images,
     zero_shot,
 )
@@ -26,23 +25,6 @@ def _validate_labels(labels) -> bool | str:
         parse_labels(labels)
     except ValueError as ex:
         return str(ex)
-    return True
-
-
-def _validate_template(template) -> bool | str:
-    if template is None:
-        return True
-    try:
-        parse_templates(template)
-    except ValueError as ex:
-        return str(ex)
-    return True
-
-
-def _first_error(*results) -> bool | str:
-    for r in results:
-        if r is not True:
-            return r
     return True
 
 
@@ -137,8 +119,11 @@ class VisionKitCLIPZeroShot:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, labels=None, template=None):
-        return _first_error(_validate_labels(labels), _validate_template(template))
+    def VALIDATE_INPUTS(cls, labels=None):
+        # Only labels is named: ComfyUI gives a VALIDATE_INPUTS message to every input it names, so checking the
+        # template here too would show an empty-labels message on the template as well. A template without {}
+        # is refused when the node runs (zero_shot parses it before any image is encoded).
+        return _validate_labels(labels)
 
     def classify(self, clip_model, image, labels: str, template: str = "", show_top: int = 5):
         res = zero_shot(clip_model, image, labels, template)
@@ -190,10 +175,12 @@ class VisionKitCLIPRankImages:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, text=None, template=None):
+    def VALIDATE_INPUTS(cls, text=None):
+        # Only text is named (a VALIDATE_INPUTS message goes to every input it names); a template without {} is
+        # refused when the node runs (rank_images parses it before any image is encoded).
         if text is not None and (not isinstance(text, str) or not text.strip()):
             return "the text to rank the images against is empty; describe what you look for, e.g. 'a red car'"
-        return _validate_template(template)
+        return True
 
     def rank(self, clip_model, images, text: str, template: str = "", top_k: int = 0):
         import torch

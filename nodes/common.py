@@ -30,6 +30,14 @@ def model_combo(key: str, tooltip: str) -> tuple:
     return (folders.list_models(key), {"tooltip": f"{tooltip} Files in {where} ({s.holds}).", "vk_folder": key})
 
 
+# VALIDATE_INPUTS in this pack names at most ONE input. ComfyUI's /prompt calls it with the inputs its signature
+# names, attaches a returned message to every one of them (one "custom_validation_failed" entry per input, so
+# the same message shows N times), and skips its own min/max and list checks for them. So ranges are left to
+# ComfyUI (INPUT_TYPES min/max), VALIDATE_INPUTS keeps the one check ComfyUI cannot do that matters most up
+# front (a model name, a prompt's text, SAM's points ...), and joint checks of several inputs (start_percent
+# < end_percent ...) run when the node runs. tests/test_validate_inputs.py holds every node to it.
+
+
 def validate_model(key: str, name: str):
     """VALIDATE_INPUTS answer for a model name: True or the message that /prompt returns."""
     try:

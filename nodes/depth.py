@@ -29,10 +29,9 @@ class VisionKitDepthLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name=None, dtype=None):
-        # ComfyUI passes None for an input that is linked (its value is only known at run time)
-        if dtype is not None and dtype not in hf_folder.DTYPES:
-            return f"dtype {dtype!r} is not one of {', '.join(hf_folder.DTYPES)}"
+    def VALIDATE_INPUTS(cls, model_name=None):
+        # Only model_name is named (ComfyUI gives a VALIDATE_INPUTS message to every input it names); dtype gets
+        # ComfyUI's own list check. None: a linked input, checked when the node runs.
         return True if model_name is None else validate_model(KEY, model_name)
 
     @classmethod

@@ -16,7 +16,6 @@ from ..models.perception.faces import (
     NoFaceError,
     analyze,
     as_faces_value,
-    check_det_size,
     cosine_similarity,
     load_face_model,
     pack_fingerprint,
@@ -76,16 +75,11 @@ class VisionKitFaceAnalysisLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, pack_name=None, det_size=None):
-        ok = validate_pack(pack_name)
-        if ok is not True:
-            return ok
-        if det_size is not None:
-            try:
-                check_det_size(det_size)
-            except (TypeError, ValueError) as ex:
-                return str(ex)
-        return True
+    def VALIDATE_INPUTS(cls, pack_name=None):
+        # Only pack_name is named: ComfyUI gives a VALIDATE_INPUTS message to every input it names, so a missing
+        # pack's message would also show on det_size. det_size's range is ComfyUI's min/max check at /prompt; its
+        # multiple of 32 is checked by load() when the node runs (check_det_size), before any model is read.
+        return validate_pack(pack_name)
 
     @classmethod
     def IS_CHANGED(cls, pack_name, provider="auto", det_size=640, det_thresh=0.5):

@@ -10,7 +10,7 @@ from ..models.perception import boxes as boxes_mod
 from ..models.perception import grounding_dino as gd
 from ..models.perception.sam import MULTIMASK
 from .common import CATEGORY
-from .grounding_dino import VisionKitGroundingDINODetect
+from .grounding_dino import VisionKitGroundingDINODetect, check_options
 from .sam import VisionKitSAMSegment, segment
 
 
@@ -43,16 +43,16 @@ class VisionKitGroundedSAM:
         return {"required": req, "optional": dict(dino.get("optional", {}))}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, prompt=None, box_threshold=None, text_threshold=None, max_detections=None,
-                        position=None, resolution=None):
-        return VisionKitGroundingDINODetect.VALIDATE_INPUTS(
-            prompt=prompt, box_threshold=box_threshold, text_threshold=text_threshold,
-            max_detections=max_detections, position=position, resolution=resolution)
+    def VALIDATE_INPUTS(cls, prompt=None):
+        # As Grounding DINO Detect: only the prompt is named (a VALIDATE_INPUTS message goes to every input it
+        # names); the numbers are range-checked by ComfyUI at /prompt and again when the node runs.
+        return VisionKitGroundingDINODetect.VALIDATE_INPUTS(prompt=prompt)
 
     def run(self, image, dino_model, sam_model, prompt, box_threshold=gd.DEFAULT_BOX_THRESHOLD,
             text_threshold=gd.DEFAULT_TEXT_THRESHOLD, position="all", best_only=False, max_detections=0,
             multimask=MULTIMASK[0], mask_threshold=0.0, dilation=0, feather=0, output="union",
             resolution=gd.DEFAULT_RESOLUTION):
+        check_options(max_detections, resolution)
         image = check_image(image)
         found = gd.detect(dino_model, image, prompt, box_threshold, text_threshold, max_detections=max_detections,
                           position=position, best_only=best_only, resolution=resolution)

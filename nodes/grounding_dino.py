@@ -9,6 +9,16 @@ from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_m
 KEY = "grounding-dino"
 
 
+def check_options(max_detections, resolution) -> None:
+    """Run-time check of the two whole-number options (the model checks the thresholds, position, prompt)."""
+    for name, v, lo, hi, tip in (("max_detections", max_detections, 0, None, " (0 = no limit)"),
+                                 ("resolution", resolution, 64, 2048, f" ({gd.DEFAULT_RESOLUTION} is the model's own)")):
+        whole = isinstance(v, int) and not isinstance(v, bool)
+        if not whole or v < lo or (hi is not None and v > hi):
+            span = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+            raise gd.GroundingDinoError(f"{name} must be a whole number {span}{tip}, got {v!r}")
+
+
 class VisionKitGroundingDINOLoader:
     DESCRIPTION = ("Loads a Grounding DINO detector from models/grounding-dino: a transformers folder "
                    "(config.json + weights + tokenizer), or an original IDEA checkpoint "
@@ -30,10 +40,9 @@ class VisionKitGroundingDINOLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name=None, dtype=None):
-        # ComfyUI passes None for an input that is linked (its value is only known at run time)
-        if dtype is not None and dtype not in ("auto", "fp32", "fp16", "bf16"):
-            return f"dtype {dtype!r} is not one of auto, fp32, fp16, bf16"
+    def VALIDATE_INPUTS(cls, model_name=None):
+        # Only model_name is named (ComfyUI gives a VALIDATE_INPUTS message to every input it names); dtype gets
+        # ComfyUI's own list check. None: a linked input, checked when the node runs.
         return True if model_name is None else validate_model(KEY, model_name)
 
     @classmethod
@@ -100,21 +109,17 @@ class VisionKitGroundingDINODetect:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, prompt=None, box_threshold=None, text_threshold=None, max_detections=None,
-                        position=None, resolution=None):
+    def VALIDATE_INPUTS(cls, prompt=None):
+        # Only the prompt is named: ComfyUI gives a VALIDATE_INPUTS message to every input it names and skips its
+        # own min/max and list checks for them. The thresholds, max_detections and resolution are range-checked by
+        # ComfyUI at /prompt from INPUT_TYPES, position by its list; detect() checks them all again when the node
+        # runs (linked values, NaN), before the model is touched.
+        if prompt is None:  # linked: checked when the node runs
+            return True
         try:
-            if prompt is not None:
-                gd.normalize_prompt(prompt)
-            gd.check_thresholds(0.5 if box_threshold is None else box_threshold,
-                                0.5 if text_threshold is None else text_threshold)
-            if position is not None:
-                boxes_mod.check_position(position)
+            gd.normalize_prompt(prompt)
         except ValueError as ex:
             return str(ex)
-        if max_detections is not None and (not isinstance(max_detections, int) or max_detections < 0):
-            return f"max_detections must be a whole number >= 0 (0 = no limit), got {max_detections!r}"
-        if resolution is not None and (not isinstance(resolution, int) or not 64 <= resolution <= 2048):
-            return f"resolution must be a whole number from 64 to 2048, got {resolution!r}"
         return True
 
     def detect(self, dino_model, image, prompt: str, box_threshold: float = gd.DEFAULT_BOX_THRESHOLD,
@@ -122,6 +127,7 @@ class VisionKitGroundingDINODetect:
                best_only: bool = False, resolution: int = gd.DEFAULT_RESOLUTION):
         from ..models.core.imageops import check_image
 
+        check_options(max_detections, resolution)
         image = check_image(image)
         found = gd.detect(dino_model, image, prompt, box_threshold, text_threshold, max_detections=max_detections,
                           position=position, best_only=best_only, resolution=resolution)

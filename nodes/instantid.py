@@ -7,6 +7,18 @@ from ..models.sd.instantid import HANDLE_TYPE, apply_instantid, load_instantid
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
+def check_settings(start_percent=0.0, end_percent=1.0, ip_weight=0.8, controlnet_strength=0.8) -> bool | str:
+    """True or the message for Apply InstantID's step window and strengths (checked when the node runs)."""
+    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                "otherwise InstantID never acts: set start_percent below end_percent")
+    if not 0.0 <= float(ip_weight) <= 3.0:
+        return f"ip_weight must be between 0 and 3, not {ip_weight}"
+    if not 0.0 <= float(controlnet_strength) <= 10.0:
+        return f"controlnet_strength must be between 0 and 10, not {controlnet_strength}"
+    return True
+
+
 class VisionKitInstantIDLoader:
     DESCRIPTION = ("Loads InstantID for SDXL: the adapter (InstantX's ip-adapter.bin: face-embedding Resampler + "
                    "image-prompt attention weights) and its IdentityNet ControlNet (InstantX's ControlNetModel "
@@ -27,12 +39,11 @@ class VisionKitInstantIDLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, instantid_name, controlnet_name):
-        for key, name in (("instantid", instantid_name), ("controlnet", controlnet_name)):
-            msg = validate_model(key, name)
-            if msg is not True:
-                return msg
-        return True
+    def VALIDATE_INPUTS(cls, instantid_name=None):
+        # Only the adapter is named: ComfyUI gives a VALIDATE_INPUTS message to every input it names, so naming
+        # controlnet_name too would show a missing adapter's message on both. controlnet_name gets ComfyUI's own
+        # list check at /prompt ("Value not in list"); load() resolves it again with the pack's message.
+        return True if instantid_name is None else validate_model("instantid", instantid_name)
 
     @classmethod
     def IS_CHANGED(cls, instantid_name, controlnet_name):
@@ -88,20 +99,14 @@ class VisionKitInstantIDApply:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, ip_weight=0.8, controlnet_strength=0.8):
-        if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
-            return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                    "otherwise InstantID never acts")
-        if not 0.0 <= float(ip_weight) <= 3.0:
-            return f"ip_weight must be between 0 and 3, not {ip_weight}"
-        if not 0.0 <= float(controlnet_strength) <= 10.0:
-            return f"controlnet_strength must be between 0 and 10, not {controlnet_strength}"
-        return True
+    # No VALIDATE_INPUTS: start_percent < end_percent is a joint check, and ComfyUI would repeat its message on
+    # both inputs (a VALIDATE_INPUTS message goes to every input it names). ComfyUI checks each value's range at
+    # /prompt from INPUT_TYPES; the joint check (and the ranges again, for linked values and NaN) is done when
+    # the node runs, before any face is analysed: check_settings().
 
     def apply(self, instantid, face_model, face_image, ip_weight=0.8, controlnet_strength=0.8, start_percent=0.0,
               end_percent=1.0, pose_image=None, control=None):
-        msg = self.VALIDATE_INPUTS(start_percent, end_percent, ip_weight, controlnet_strength)
+        msg = check_settings(start_percent, end_percent, ip_weight, controlnet_strength)
         if msg is not True:
             raise ValueError(msg)
         chain, kps = apply_instantid(instantid, face_model, face_image, ip_weight, controlnet_strength, start_percent,

@@ -8,6 +8,20 @@ from ..models.sd.types import ARCH_NAMES, ControlEntry, GenerationError, append_
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
+def check_settings(start_percent=0.0, end_percent=1.0, weight=1.0, mode="standard", combine="average") -> bool | str:
+    """True or the message for Apply IP-Adapter's step window, weight and options (checked when the node runs)."""
+    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                "otherwise the IP-Adapter never acts: set start_percent below end_percent")
+    if not -1.0 <= float(weight) <= 5.0:
+        return f"weight must be between -1 and 5, not {weight}"
+    if mode not in MODES:
+        return f"mode {mode!r} must be one of: {', '.join(MODES)}"
+    if combine not in COMBINE:
+        return f"combine {combine!r} must be one of: {', '.join(COMBINE)}"
+    return True
+
+
 class VisionKitIPAdapterLoader:
     DESCRIPTION = ("Loads an IP-Adapter (SD1.5 or SDXL: base, plus, plus-face, full-face; .safetensors or .bin from "
                    "h94/IP-Adapter) and the CLIP vision encoder it was trained with. The kind, SD1.5/SDXL and the "
@@ -31,9 +45,11 @@ class VisionKitIPAdapterLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ipadapter_name, clip_vision_name):
-        msg = validate_model("ipadapter", ipadapter_name)
-        return msg if msg is not True else validate_model("clip_vision", clip_vision_name)
+    def VALIDATE_INPUTS(cls, ipadapter_name=None):
+        # Only the adapter is named: ComfyUI gives a VALIDATE_INPUTS message to every input it names, so naming
+        # clip_vision_name too would show a missing adapter's message on both. clip_vision_name gets ComfyUI's
+        # own list check at /prompt ("Value not in list"); load() resolves it again with the pack's message.
+        return True if ipadapter_name is None else validate_model("ipadapter", ipadapter_name)
 
     @classmethod
     def IS_CHANGED(cls, ipadapter_name, clip_vision_name):
@@ -86,22 +102,15 @@ class VisionKitIPAdapterApply:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, weight=1.0, mode="standard", combine="average"):
-        if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
-            return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                    "otherwise the IP-Adapter never acts")
-        if not -1.0 <= float(weight) <= 5.0:
-            return f"weight must be between -1 and 5, not {weight}"
-        if mode not in MODES:
-            return f"mode {mode!r} must be one of: {', '.join(MODES)}"
-        if combine not in COMBINE:
-            return f"combine {combine!r} must be one of: {', '.join(COMBINE)}"
-        return True
+    # No VALIDATE_INPUTS: start_percent < end_percent is a joint check, and ComfyUI would repeat its message on
+    # both inputs (a VALIDATE_INPUTS message goes to every input it names). ComfyUI checks weight's and each
+    # percent's range at /prompt from INPUT_TYPES, mode and combine by their lists; the joint check (and the
+    # others again, for linked values and NaN) is done when the node runs, before the chain is built:
+    # check_settings().
 
     def apply(self, ipadapter, image, weight=1.0, start_percent=0.0, end_percent=1.0, mode="standard",
               combine="average", attn_mask=None, control=None):
-        msg = self.VALIDATE_INPUTS(start_percent, end_percent, weight, mode, combine)
+        msg = check_settings(start_percent, end_percent, weight, mode, combine)
         if msg is not True:
             raise ValueError(msg)
         if control and control[0].arch != ipadapter.arch:

@@ -7,7 +7,6 @@ from ..models.perception.sam_everything import (
     MAX_CROP_LAYERS,
     MAX_POINTS_PER_BATCH,
     MAX_POINTS_PER_SIDE,
-    SegmentEverythingError,
     Settings,
     segment_everything,
 )
@@ -70,20 +69,9 @@ class VisionKitSAMSegmentEverything:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, points_per_side=None, pred_iou_thresh=None, stability_score_thresh=None,
-                        min_mask_region_area=None, box_nms_thresh=None, crop_n_layers=None, points_per_batch=None):
-        d = Settings()
-        given = {"points_per_side": points_per_side, "pred_iou_thresh": pred_iou_thresh,
-                 "stability_score_thresh": stability_score_thresh, "min_mask_region_area": min_mask_region_area,
-                 "box_nms_thresh": box_nms_thresh, "crop_n_layers": crop_n_layers,
-                 "points_per_batch": points_per_batch}
-        values = {k: getattr(d, k) if v is None else v for k, v in given.items()}
-        try:
-            Settings(**values).check()
-        except SegmentEverythingError as ex:
-            return str(ex)
-        return True
+    # No VALIDATE_INPUTS: every setting here is a range that ComfyUI checks at /prompt from INPUT_TYPES (the same
+    # bounds as Settings.check), and a VALIDATE_INPUTS message would be repeated on every input it names.
+    # segment_everything() checks them all again when the node runs (linked values, NaN), before SAM runs.
 
     def run(self, sam_model, image, points_per_side=32, pred_iou_thresh=0.88, stability_score_thresh=0.95,
             min_mask_region_area=0, box_nms_thresh=0.7, crop_n_layers=0, points_per_batch=64, max_masks=0):

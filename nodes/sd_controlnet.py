@@ -9,6 +9,16 @@ from ..models.sd.types import ARCH_NAMES, ControlEntry, GenerationError, append_
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
+def check_window(start_percent, end_percent, strength) -> bool | str:
+    """True or the message for Apply ControlNet's step window and strength (checked when the node runs)."""
+    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                "otherwise the ControlNet never acts: set start_percent below end_percent")
+    if not 0.0 <= float(strength) <= 10.0:
+        return f"strength must be between 0 and 10, not {strength}"
+    return True
+
+
 class VisionKitControlNetLoader:
     DESCRIPTION = ("Loads an SD1.5 or SDXL ControlNet: original .safetensors/.pth files (control_model.*), diffusers "
                    "single files, or diffusers folders. The layout and SD1.5/SDXL are read from the weights; nothing "
@@ -68,19 +78,15 @@ class VisionKitControlNetApply:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, strength=1.0):
-        if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
-            return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                    "otherwise the ControlNet never acts: set start_percent below end_percent")
-        if not 0.0 <= float(strength) <= 10.0:
-            return f"strength must be between 0 and 10, not {strength}"
-        return True
+    # No VALIDATE_INPUTS: start_percent < end_percent is a joint check, and ComfyUI would repeat its message on
+    # both inputs (a VALIDATE_INPUTS message goes to every input it names). ComfyUI checks each value's range at
+    # /prompt from INPUT_TYPES; the joint check (and the ranges again, for linked values and NaN) is done when
+    # the node runs, before the chain is built: check_window().
 
     def apply(self, controlnet, image, strength=1.0, start_percent=0.0, end_percent=1.0, control=None):
-        msg = self.VALIDATE_INPUTS(start_percent, end_percent, strength)
+        msg = check_window(start_percent, end_percent, strength)
         if msg is not True:
-            raise ValueError(msg)
+            raise GenerationError(msg)
         if control and control[0].arch != controlnet.arch:
             raise GenerationError(
                 f"this ControlNet is {ARCH_NAMES.get(controlnet.arch)} but the control chain it is added to is for "
@@ -110,11 +116,9 @@ class VisionKitCannyEdges:
                                "Edges stronger than this always count; weaker ones only when connected to them."}),
         }}
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, low_threshold=100, high_threshold=200):
-        if float(low_threshold) > float(high_threshold):
-            return f"low_threshold ({low_threshold}) is above high_threshold ({high_threshold}); swap them"
-        return True
+    # No VALIDATE_INPUTS: low_threshold <= high_threshold is a joint check, and ComfyUI would repeat its message
+    # on both inputs. ComfyUI checks each threshold's range (0-255) at /prompt; canny_edges() refuses
+    # low > high when the node runs ("... is above high_threshold ...; swap them"), before any image work.
 
     def run(self, image, low_threshold=100, high_threshold=200):
         return (canny_edges(image, low_threshold, high_threshold),)

@@ -69,15 +69,17 @@ class VisionKitPipelineLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, dtype="auto", vae_name=FROM_CHECKPOINT):
+    def VALIDATE_INPUTS(cls, model_name=None):
+        # Only model_name is named: it takes bare names too (as core ComfyUI loaders write them), which ComfyUI's
+        # list check would refuse, and a missing model gets the pack's message (where to put it). ComfyUI gives
+        # a VALIDATE_INPUTS message to every input it names, so dtype and vae_name are left to ComfyUI's own
+        # list check at /prompt; load() resolves the VAE again with the pack's message.
+        if model_name is None:  # linked: checked when the node runs
+            return True
         try:
             resolve_pipeline(model_name)
-            if vae_name != FROM_CHECKPOINT:
-                folders.resolve("vae", vae_name)
         except (folders.ModelNotFoundError, folders.UnsafeModelNameError) as ex:
             return str(ex)
-        if dtype not in DTYPES:
-            return f"dtype {dtype!r} must be one of {', '.join(DTYPES)}"
         return True
 
     @classmethod

@@ -37,17 +37,21 @@ class VisionKitLoraLoader:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, lora_name, strength_model=1.0, strength_clip=1.0):
-        for n, v in (("strength_model", strength_model), ("strength_clip", strength_clip)):
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                return f"{n} must be a finite number, not {v!r}"
-        return validate_model("loras", lora_name)
+    def VALIDATE_INPUTS(cls, lora_name=None):
+        # Only lora_name is named (ComfyUI gives a VALIDATE_INPUTS message to every input it names, and skips
+        # its own min/max check for them): the strengths are range-checked by ComfyUI at /prompt, and load()
+        # refuses a NaN strength (which passes any min/max) when the node runs.
+        return True if lora_name is None else validate_model("loras", lora_name)
 
     @classmethod
     def IS_CHANGED(cls, lora_name, **_):
         return file_fingerprint("loras", lora_name)
 
     def load(self, pipeline, lora_name: str, strength_model: float = 1.0, strength_clip: float = 1.0):
+        for n, v in (("strength_model", strength_model), ("strength_clip", strength_clip)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"{n} must be a finite number, not {v!r}: set it between -10 and 10 (1 = as "
+                                 "trained, 0 = off)")
         spec, lf = load_lora(folders.resolve("loras", lora_name))
         log.info("VisionKit: LoRA %s: %s", lora_name, lf.describe())
         arch = lf.arch

@@ -31,6 +31,15 @@ def validate_clip_layer(stop_at_clip_layer) -> bool | str:
     return True
 
 
+def check_prompts(positive, negative) -> bool | str:
+    """True or the message for a prompt nested too deeply (5,000 nested brackets were a RecursionError)."""
+    for what, text in (("the positive prompt", positive), ("the negative prompt", negative)):
+        msg = check_nesting(text, what)
+        if msg:
+            return msg
+    return True
+
+
 class VisionKitPromptEncode:
     DESCRIPTION = (
         "Encodes the positive and negative prompt with the pipeline's CLIP text encoder(s), as ComfyUI's CLIP Text "
@@ -73,13 +82,10 @@ class VisionKitPromptEncode:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, stop_at_clip_layer=None, positive=None, negative=None):
-        for what, text in (("the positive prompt", positive), ("the negative prompt", negative)):
-            msg = check_nesting(text, what)  # 5,000 nested brackets were a RecursionError at execution
-            if msg:
-                return msg
-        return validate_clip_layer(stop_at_clip_layer)
+    # No VALIDATE_INPUTS: ComfyUI gives its message to every input it names, so a check of both prompts there
+    # would show "the positive prompt is too deeply nested" on the negative prompt too (and on
+    # stop_at_clip_layer, whose range ComfyUI checks itself from INPUT_TYPES). Each prompt's bracket depth is
+    # checked when the node runs, before anything is encoded, naming that prompt.
 
     def encode(self, pipeline, positive: str, negative: str = "", stop_at_clip_layer: int = 0,
                width: int = 1024, height: int = 1024, crop_w: int = 0, crop_h: int = 0,
@@ -90,6 +96,9 @@ class VisionKitPromptEncode:
         check = validate_clip_layer(stop_at_clip_layer)
         if check is not True:
             raise GenerationError(check)
+        msg = check_prompts(positive, negative)
+        if msg is not True:
+            raise GenerationError(msg)
         size = SizeCond(width=width, height=height, crop_w=crop_w, crop_h=crop_h, target_width=target_width,
                         target_height=target_height)
         return (encode_pair(pipeline, positive, negative, stop_at_clip_layer=int(stop_at_clip_layer), size=size),)

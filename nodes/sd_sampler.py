@@ -11,7 +11,6 @@ from ..models.sd.sampler import (
     MAX_STEPS,
     MIN_SIZE,
     SamplerSettings,
-    check_settings,
     generate,
 )
 from ..models.sd.schedulers import SCHEDULER_NAMES
@@ -74,12 +73,11 @@ class VisionKitLCMSampler:
             },
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, seed=None, steps=None, guidance=None, scheduler=None, width=None, height=None,
-                        batch_size=None, denoise=None):
-        msg = check_settings(steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, denoise=denoise,
-                             width=width, height=height, batch_size=batch_size)
-        return True if msg is None else msg
+    # No VALIDATE_INPUTS: ComfyUI would attach its message to every input it names (and skip its own min/max
+    # checks for them). seed, steps, guidance, width, height, batch_size and denoise are range-checked by ComfyUI
+    # at /prompt from INPUT_TYPES, scheduler by its list. What ComfyUI cannot check (a width or height that is not
+    # a multiple of 8, NaN, a size that cannot fit in memory) is refused when the node runs: generate() checks
+    # every setting (check_settings) before it samples, with a message naming the one input that is wrong.
 
     def sample(self, pipeline, conditioning, seed=0, steps=4, guidance=1.0, scheduler="lcm", width=512, height=512,
                batch_size=1, denoise=1.0, control=None, image=None, mask=None):

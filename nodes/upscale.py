@@ -52,6 +52,50 @@ MAX_TILE_PAD = 256
 MAX_OUTSCALE = 16.0
 
 
+def _number_error(name: str, value, whole: bool):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or (whole and not float(value).is_integer()):
+        kind = "a whole number" if whole else "a finite number"
+        return f"{name} must be {kind}, not {str(value)[:40]!r}"
+    return None
+
+
+def _check_tile_size(tile_size):
+    """True or the message for tile_size (None = linked: checked when the node runs)."""
+    if tile_size is None:
+        return True
+    msg = _number_error("tile_size", tile_size, True)
+    if msg:
+        return msg
+    if not (tile_size == 0 or MIN_TILE <= tile_size <= MAX_TILE):
+        return (f"tile_size {tile_size} must be 0 (whole image) or between {MIN_TILE} and {MAX_TILE}; "
+                f"smaller tiles are slow and gain nothing")
+    return True
+
+
+def check_settings(outscale=None, tile_size=None, tile_pad=None, alpha_upscale=None, tile_batch=None):
+    """True or the first problem with the upscale settings, in words (None = not given). Run time."""
+    # ComfyUI also calls the node with the raw value when its own int()/float() conversion failed ("x").
+    for name, value, whole in (("outscale", outscale, False), ("tile_pad", tile_pad, True),
+                               ("tile_batch", tile_batch, True)):
+        if value is not None:
+            msg = _number_error(name, value, whole)
+            if msg:
+                return msg
+    if outscale is not None and not (outscale == 0 or 0 < outscale <= MAX_OUTSCALE):
+        return f"outscale {outscale} must be 0 (the model's own scale) or between 0 and {MAX_OUTSCALE:g}"
+    msg = _check_tile_size(tile_size)
+    if msg is not True:
+        return msg
+    if tile_pad is not None and not 0 <= tile_pad <= MAX_TILE_PAD:
+        return f"tile_pad {tile_pad} must be between 0 and {MAX_TILE_PAD}"
+    if alpha_upscale is not None and alpha_upscale not in ALPHA_MODES:
+        return f"alpha_upscale {alpha_upscale!r} must be one of {', '.join(ALPHA_MODES)}"
+    if tile_batch is not None and not 0 <= tile_batch <= MAX_TILE_BATCH:
+        return f"tile_batch {tile_batch} must be between 0 (automatic) and {MAX_TILE_BATCH}"
+    return True
+
+
 class VisionKitUpscale:
     DESCRIPTION = ("Upscales images with an upscale model, tile by tile so that large images fit in memory; "
                    "the tiles are seamless (each reads tile_pad pixels of context and keeps only its own area). "
@@ -97,36 +141,19 @@ class VisionKitUpscale:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, outscale=None, tile_size=None, tile_pad=None, alpha_upscale=None, tile_batch=None):
-        # Listing an input here makes ComfyUI skip its own min/max/list checks for it: all are done here.
-        # ComfyUI also calls this with the raw value when its own int()/float() conversion failed ("x").
-        for name, value, whole in (("outscale", outscale, False), ("tile_size", tile_size, True),
-                                   ("tile_pad", tile_pad, True), ("tile_batch", tile_batch, True)):
-            if value is None:
-                continue
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number or not math.isfinite(value) or (whole and not float(value).is_integer()):
-                kind = "a whole number" if whole else "a finite number"
-                return f"{name} must be {kind}, not {str(value)[:40]!r}"
-        if outscale is not None and not (outscale == 0 or 0 < outscale <= MAX_OUTSCALE):
-            return f"outscale {outscale} must be 0 (the model's own scale) or between 0 and {MAX_OUTSCALE:g}"
-        if tile_size is not None and not (tile_size == 0 or MIN_TILE <= tile_size <= MAX_TILE):
-            return (f"tile_size {tile_size} must be 0 (whole image) or between {MIN_TILE} and {MAX_TILE}; "
-                    f"smaller tiles are slow and gain nothing")
-        if tile_pad is not None and not 0 <= tile_pad <= MAX_TILE_PAD:
-            return f"tile_pad {tile_pad} must be between 0 and {MAX_TILE_PAD}"
-        if alpha_upscale is not None and alpha_upscale not in ALPHA_MODES:
-            return f"alpha_upscale {alpha_upscale!r} must be one of {', '.join(ALPHA_MODES)}"
-        if tile_batch is not None and not 0 <= tile_batch <= MAX_TILE_BATCH:
-            return f"tile_batch {tile_batch} must be between 0 (automatic) and {MAX_TILE_BATCH}"
-        return True
+    def VALIDATE_INPUTS(cls, tile_size=None):
+        # Only tile_size is named here: ComfyUI repeats a VALIDATE_INPUTS message once per named input and
+        # skips its own min/max check for each of them. tile_size needs a check its min/max cannot do (0, or
+        # at least MIN_TILE); outscale, tile_pad and tile_batch are range-checked by ComfyUI from INPUT_TYPES,
+        # alpha_upscale by its list. upscale() checks every setting again (linked values, NaN).
+        return _check_tile_size(tile_size)
 
     def upscale(self, upscale_model, image, outscale=0.0, tile_size=DEFAULT_TILE, tile_pad=DEFAULT_TILE_PAD,
                 alpha_upscale="network", tile_batch=0):
         if not isinstance(upscale_model, ModelSpec) or upscale_model.kind != "upscale":
             raise ValueError(f"upscale_model is a {type(upscale_model).__name__}, not an upscale model; connect "
                              "the output of 'VisionKit Load Upscale Model'")
-        msg = self.VALIDATE_INPUTS(outscale, tile_size, tile_pad, alpha_upscale, tile_batch)
+        msg = check_settings(outscale, tile_size, tile_pad, alpha_upscale, tile_batch)
         if msg is not True:
             raise ValueError(msg)
         image = check_image(image)

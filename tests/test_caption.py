@@ -96,10 +96,17 @@ def test_the_model_is_loaded_once(nodes):
 
 def test_settings_are_checked_before_the_model_runs(nodes):
     cls = nodes["VisionKitCaption"]
-    assert cls.VALIDATE_INPUTS(max_tokens=30, num_beams=3) is True
-    assert "max_tokens must be a whole number from 1 to" in cls.VALIDATE_INPUTS(max_tokens=0, num_beams=3)
-    assert "1 = greedy" in cls.VALIDATE_INPUTS(max_tokens=30, num_beams=99)
+    # /prompt: ComfyUI's own min/max (the same bounds); no VALIDATE_INPUTS to repeat a message per input
+    req = cls.INPUT_TYPES()["required"]
+    assert (req["max_tokens"][1]["min"], req["max_tokens"][1]["max"]) == (1, CAP.MAX_TOKENS)
+    assert (req["num_beams"][1]["min"], req["num_beams"][1]["max"]) == (1, CAP.MAX_BEAMS)
+    assert not hasattr(cls, "VALIDATE_INPUTS")
     (spec,) = nodes["VisionKitCaptionLoader"]().load("tiny-blip", "auto")
+    # run time (a linked value): checked before BLIP runs
+    with pytest.raises(CAP.CaptionError, match="max_tokens must be a whole number from 1 to"):
+        cls().caption(spec, images(1), "", 0, 3)
+    with pytest.raises(CAP.CaptionError, match="1 = greedy"):
+        cls().caption(spec, images(1), "", 30, 99)
     with pytest.raises(CAP.CaptionError, match="plus max_tokens .* shorten the prefix or lower max_tokens"):
         cls().caption(spec, images(1), "a photography of", 64, 1)
 

@@ -155,7 +155,7 @@ def test_missing_pack_names_folder_and_files_and_never_downloads(pack, models_di
     assert "one folder deeper (antelope_nested/antelope_nested)" in msg
     assert "det_10g.onnx" in str(pytest.raises(F.FacePackMissingError, F.load_face_model, "my_pack").value)
     loader = pack.NODE_CLASS_MAPPINGS["VisionKitFaceAnalysisLoader"]
-    assert "scrfd_10g_bnkps.onnx" in loader.VALIDATE_INPUTS(pack_name="antelopev2", det_size=640)
+    assert "scrfd_10g_bnkps.onnx" in loader.VALIDATE_INPUTS(pack_name="antelopev2")
     assert "leave its model folder" in loader.VALIDATE_INPUTS(pack_name="../tiny_buffalo")
     with pytest.raises(folders.ModelNotFoundError, match="glintr100.onnx"):
         loader().load("antelopev2")
@@ -262,8 +262,12 @@ def test_node_metadata(pack):
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and cls.DESCRIPTION
     packs = m["VisionKitFaceAnalysisLoader"].INPUT_TYPES()["required"]["pack_name"][0]
     assert {"tiny_buffalo", "tiny_antelope", "tiny_detonly"} <= set(packs)
-    assert m["VisionKitFaceAnalysisLoader"].VALIDATE_INPUTS(pack_name="tiny_buffalo", det_size=640) is True
-    assert "multiple of 32" in m["VisionKitFaceAnalysisLoader"].VALIDATE_INPUTS(pack_name="tiny_buffalo", det_size=650)
+    assert m["VisionKitFaceAnalysisLoader"].VALIDATE_INPUTS(pack_name="tiny_buffalo") is True
+    # det_size: ComfyUI's min/max at /prompt; the multiple of 32 when the loader runs, before any model is read
+    det = m["VisionKitFaceAnalysisLoader"].INPUT_TYPES()["required"]["det_size"][1]
+    assert (det["min"], det["max"]) == (64, 4096)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        m["VisionKitFaceAnalysisLoader"]().load("tiny_buffalo", "auto", 650, 0.5)
 
 
 def test_loader_fingerprint_follows_the_pack_files(pack, models_dir, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ compared with transformers' own processor and post-processing on the same tiny m
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -244,18 +245,28 @@ def test_bad_prompts_and_thresholds(pack, nodes, gd):
     node = nodes["VisionKitGroundingDINODetect"]
     for bad in ("", "   ", " . . ", "\n.\n", ", ;"):
         assert "names nothing to find" in node.VALIDATE_INPUTS(prompt=bad)
-    assert node.VALIDATE_INPUTS(prompt="lion . dog", box_threshold=0.3, text_threshold=0.2, max_detections=0,
-                                position="left-most", resolution=800) is True
+    assert node.VALIDATE_INPUTS(prompt="lion . dog") is True
     assert node.VALIDATE_INPUTS(prompt=None) is True  # a linked prompt is checked when it arrives
-    assert "box_threshold" in node.VALIDATE_INPUTS(box_threshold=1.5)
-    assert "text_threshold" in node.VALIDATE_INPUTS(text_threshold=-0.1)
-    assert "not one of" in node.VALIDATE_INPUTS(position="middle")
-    assert ">= 0" in node.VALIDATE_INPUTS(max_detections=-2)
+    # the numbers and position: ComfyUI's min/max and list at /prompt (VALIDATE_INPUTS names only the prompt, so
+    # ComfyUI does not repeat a prompt message on them), and again when the node runs (linked values, NaN)
+    req = node.INPUT_TYPES()["required"]
+    for k in ("box_threshold", "text_threshold"):
+        assert (req[k][1]["min"], req[k][1]["max"]) == (0.0, 1.0)
+    assert req["max_detections"][1]["min"] == 0 and node.INPUT_TYPES()["optional"]["resolution"][1]["min"] == 64
+    spec = load(nodes, FOLDER)
+    img = torch.rand(1, 32, 32, 3)
+    for kw, says in (({"box_threshold": 1.5}, "box_threshold must be a number from 0 to 1"),
+                     ({"text_threshold": float("nan")}, "text_threshold must be a number from 0 to 1"),
+                     ({"position": "middle"}, "not one of"),
+                     ({"max_detections": -2}, "max_detections must be a whole number >= 0"),
+                     ({"resolution": 5000}, "resolution must be a whole number from 64 to 2048")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            node().detect(spec, img, "cat .", **kw)
     loader = nodes["VisionKitGroundingDINOLoader"]
     assert loader.VALIDATE_INPUTS(model_name=FOLDER) is True
     assert "was not found" in loader.VALIDATE_INPUTS(model_name="nope.pth")
-    assert "not one of" in loader.VALIDATE_INPUTS(model_name=FOLDER, dtype="fp8")
-    assert loader.VALIDATE_INPUTS(model_name=None, dtype=None) is True  # linked inputs arrive as None
+    assert loader.INPUT_TYPES()["required"]["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]  # ComfyUI's list check
+    assert loader.VALIDATE_INPUTS(model_name=None) is True  # linked inputs arrive as None
     assert gd.normalize_prompt("  The LEFT lion ") == "the left lion."
     assert gd.normalize_prompt("lion . dog\ncat") == "lion. dog. cat."
     spec = load(nodes, FOLDER)

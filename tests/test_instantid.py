@@ -37,7 +37,7 @@ KPS = np.array([[22.0, 20.0], [58.0, 21.0], [40.0, 38.0], [26.0, 58.0], [55.0, 5
 # ------------------------------------------------------------------ helpers
 def load(pack, adapter=ADAPTER, controlnet=IDNET):
     node = pack.NODE_CLASS_MAPPINGS["VisionKitInstantIDLoader"]
-    assert node.VALIDATE_INPUTS(adapter, controlnet) is True
+    assert node.VALIDATE_INPUTS(adapter) is True
     return node().load(adapter, controlnet)[0]
 
 
@@ -460,13 +460,22 @@ def test_nodes_are_registered_with_tooltips_and_checks(pack, models_dir):
     lists = loader.INPUT_TYPES()["required"]
     assert {"tiny-instantid.bin", "tiny-instantid.safetensors"} <= set(lists["instantid_name"][0])
     assert IDNET in lists["controlnet_name"][0]
-    assert "was not found" in loader.VALIDATE_INPUTS("ip-adapter.bin", IDNET)
-    assert "was not found" in loader.VALIDATE_INPUTS(ADAPTER, "ControlNetModel")
+    assert "was not found" in loader.VALIDATE_INPUTS("ip-adapter.bin")
+    # controlnet_name: ComfyUI's own list check at /prompt (VALIDATE_INPUTS names only the adapter, so a message
+    # is not repeated on both inputs); load() gives the pack's message for a name that is not there
+    with pytest.raises(FileNotFoundError, match="'ControlNetModel' was not found in the controlnet folder"):
+        loader().load(ADAPTER, "ControlNetModel")
     first = loader.IS_CHANGED(ADAPTER, IDNET)
     assert "missing" not in first and first != loader.IS_CHANGED("tiny-instantid.safetensors", IDNET)
-    assert apply.VALIDATE_INPUTS(0.0, 1.0, 0.8, 0.8) is True
-    assert "must be below" in apply.VALIDATE_INPUTS(0.7, 0.2)
-    assert "ip_weight" in apply.VALIDATE_INPUTS(0.0, 1.0, -1.0)
+    # no VALIDATE_INPUTS: the ranges are ComfyUI's min/max at /prompt, start < end is checked when the node runs
+    assert not hasattr(apply, "VALIDATE_INPUTS")
+    from visionkit_pack.nodes.instantid import check_settings
+
+    assert check_settings(0.0, 1.0, 0.8, 0.8) is True
+    assert "must be below" in check_settings(0.7, 0.2)
+    assert "ip_weight" in check_settings(0.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match="set start_percent below end_percent"):
+        apply().apply(None, None, None, 0.8, 0.8, 0.7, 0.2)  # before any input is used
 
 
 def test_api_workflow_face_loader_instantid_sampler(pack, models_dir, tmp_path):

@@ -33,6 +33,7 @@ from visionkit_pack.models.core.cache import get_cache
 from visionkit_pack.models.sd.clip_vision import config_from_state_dict
 from visionkit_pack.models.sd.pipeline import use_pipeline
 from visionkit_pack.models.sd.types import GenerationError
+from visionkit_pack.nodes.ip_adapter import check_settings
 
 LOADER, APPLY = "VisionKitIPAdapterLoader", "VisionKitIPAdapterApply"
 ENC = "tiny-clip-vision.safetensors"
@@ -57,7 +58,7 @@ def load(pack, name, encoder=ENC):
 def apply(pack, ipa, image, weight=1.0, start=0.0, end=1.0, mode="standard", combine="average", mask=None,
           control=None):
     node = pack.NODE_CLASS_MAPPINGS[APPLY]
-    assert node.VALIDATE_INPUTS(start, end, weight, mode, combine) is True
+    assert check_settings(start, end, weight, mode, combine) is True
     return node().apply(ipa, image, weight, start, end, mode, combine, attn_mask=mask, control=control)[0]
 
 
@@ -97,14 +98,21 @@ def test_nodes_are_registered_with_tooltips(pack, models_dir):
     assert "tiny-ip-adapter_sd15.safetensors" in req["ipadapter_name"][0]
     assert {ENC, "tiny-clip-vision-folder"} <= set(req["clip_vision_name"][0])
     assert set(node.INPUT_TYPES()["optional"]) == {"attn_mask", "control"}
-    assert loader.VALIDATE_INPUTS("tiny-ip-adapter_sd15.safetensors", ENC) is True
-    assert "missing.safetensors" in loader.VALIDATE_INPUTS("missing.safetensors", ENC)
-    assert "nope" in loader.VALIDATE_INPUTS("tiny-ip-adapter_sd15.safetensors", "nope")
+    assert loader.VALIDATE_INPUTS("tiny-ip-adapter_sd15.safetensors") is True
+    assert "missing.safetensors" in loader.VALIDATE_INPUTS("missing.safetensors")
+    # clip_vision_name: ComfyUI's own list check at /prompt (VALIDATE_INPUTS names only the adapter, so a message
+    # is not repeated on both inputs); load() gives the pack's message for a name that is not there
+    with pytest.raises(FileNotFoundError, match="'nope' was not found in the clip_vision folder"):
+        loader().load("tiny-ip-adapter_sd15.safetensors", "nope")
     fp = loader.IS_CHANGED("tiny-ip-adapter_sd15.safetensors", ENC)
     assert fp == loader.IS_CHANGED("tiny-ip-adapter_sd15.safetensors", ENC) and "missing" not in fp
     assert fp != loader.IS_CHANGED("tiny-ip-adapter_sd15.safetensors", "tiny-clip-vision-folder")
-    assert "start_percent" in node.VALIDATE_INPUTS(0.5, 0.5)
-    assert "mode" in node.VALIDATE_INPUTS(mode="style")
+    # no VALIDATE_INPUTS: ranges and lists are ComfyUI's at /prompt, start < end is checked when the node runs
+    assert not hasattr(node, "VALIDATE_INPUTS")
+    assert "start_percent" in check_settings(0.5, 0.5)
+    assert "mode" in check_settings(mode="style")
+    with pytest.raises(ValueError, match="set start_percent below end_percent"):
+        node().apply(None, None, 1.0, 0.5, 0.5)  # before any input is used
 
 
 # ------------------------------------------------------------------ loading and recognising

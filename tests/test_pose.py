@@ -241,4 +241,6 @@ def test_validate_inputs(nodes):
     v = nodes["VisionKitPoseEstimate"].VALIDATE_INPUTS
     assert v(threshold=0.3) is True and v() is True
     assert "threshold" in v(threshold=1.5)
-    assert "dtype" in nodes["VisionKitPoseLoader"].VALIDATE_INPUTS(dtype="fp8")
+    # dtype: ComfyUI's own list check (VALIDATE_INPUTS names only model_name)
+    assert "fp8" not in nodes["VisionKitPoseLoader"].INPUT_TYPES()["required"]["dtype"][0]
+    assert nodes["VisionKitPoseLoader"].VALIDATE_INPUTS() is True  # a linked model_name arrives as None

@@ -93,11 +93,26 @@ def test_nothing_found_is_one_empty_mask_per_image(nodes, sam):
 
 def test_settings_are_checked_up_front(nodes):
     cls = nodes["VisionKitSAMSegmentEverything"]
-    assert cls.VALIDATE_INPUTS(points_per_side=32) is True
-    msg = cls.VALIDATE_INPUTS(points_per_side=E.MAX_POINTS_PER_SIDE + 1)
+    # /prompt: ComfyUI's own min/max, the same bounds as Settings.check (no VALIDATE_INPUTS to repeat a message
+    # on every input); Settings.check again when the node runs, before SAM is touched
+    assert not hasattr(cls, "VALIDATE_INPUTS")
+    types_ = cls.INPUT_TYPES()
+    spec = {**types_["required"], **types_["optional"]}
+    bounds = {"points_per_side": (1, E.MAX_POINTS_PER_SIDE), "points_per_batch": (1, E.MAX_POINTS_PER_BATCH),
+              "crop_n_layers": (0, E.MAX_CROP_LAYERS), "min_mask_region_area": (0, 1 << 24),
+              "pred_iou_thresh": (0.0, 1.0), "stability_score_thresh": (0.0, 1.0), "box_nms_thresh": (0.0, 1.0)}
+    for k, (lo, hi) in bounds.items():
+        assert (spec[k][1]["min"], spec[k][1]["max"]) == (lo, hi), k
+
+    def refused(**kw):
+        with pytest.raises(E.SegmentEverythingError) as ei:
+            E.segment_everything(None, image(), E.Settings(**{**LOOSE, **kw}))
+        return str(ei.value)
+
+    msg = refused(points_per_side=E.MAX_POINTS_PER_SIDE + 1)
     assert "points_per_side must be a whole number from 1 to 64" in msg and "16 is 4× faster" in msg
-    assert "pred_iou_thresh must be a number from 0 to 1" in cls.VALIDATE_INPUTS(pred_iou_thresh=1.5)
-    assert "crop_n_layers" in cls.VALIDATE_INPUTS(crop_n_layers=5)
-    assert "lower it when memory runs out" in cls.VALIDATE_INPUTS(points_per_batch=0)
+    assert "pred_iou_thresh must be a number from 0 to 1" in refused(pred_iou_thresh=float("nan"))
+    assert "crop_n_layers" in refused(crop_n_layers=5)
+    assert "lower it when memory runs out" in refused(points_per_batch=0)
     with pytest.raises(E.SegmentEverythingError, match="max_masks"):
         E.segment_everything(None, image(), E.Settings(**LOOSE), -1)

@@ -1,5 +1,5 @@
 """Issue 19: the sampler refuses runs whose memory cannot fit (with the estimate) and honours Cancel inside a
-step; validators explain instead of crashing (prompt nesting, NaN guidance, a tile_size that is not a number)."""
+step; checks explain instead of crashing (prompt nesting, NaN guidance, a tile_size that is not a number)."""
 from __future__ import annotations
 
 import types
@@ -99,9 +99,20 @@ def test_cancel_during_a_step_is_honoured_before_the_step_ends(tiny, monkeypatch
     ({"steps": float("nan")}, "steps must be a finite number"),
     ({"seed": "x"}, "seed must be a number"),
 ])
-def test_sampler_validator_says_what_is_wrong(pack, kw, says):
-    out = pack.NODE_CLASS_MAPPINGS["VisionKitLCMSampler"].VALIDATE_INPUTS(**kw)
+def test_sampler_check_says_what_is_wrong(pack, kw, says):
+    # the sampler has no VALIDATE_INPUTS (ComfyUI would repeat its message on every input it names); NaN passes
+    # ComfyUI's min/max, so generate() refuses it with this check when the node runs
+    from visionkit_pack.models.sd.sampler import check_settings
+
+    assert not hasattr(pack.NODE_CLASS_MAPPINGS["VisionKitLCMSampler"], "VALIDATE_INPUTS")
+    out = check_settings(**kw)
     assert isinstance(out, str) and says in out and "whole number" not in out, out
+
+
+def test_sampler_refuses_nan_when_the_node_runs(tiny):
+    node, h, cond = tiny
+    with pytest.raises(GenerationError, match="guidance must be a finite number"):
+        node.sample(h, cond, 1, 2, float("nan"), "lcm", 64, 64, 1, 1.0)
 
 
 @pytest.mark.parametrize("kw, says", [
@@ -110,24 +121,34 @@ def test_sampler_validator_says_what_is_wrong(pack, kw, says):
     ({"tile_pad": "8"}, "tile_pad must be a whole number"),
     ({"outscale": float("inf")}, "outscale must be a finite number"),
 ])
-def test_upscale_validator_explains_values_that_are_not_numbers(pack, kw, says):
-    out = pack.NODE_CLASS_MAPPINGS["VisionKitUpscale"].VALIDATE_INPUTS(**kw)
+def test_upscale_checks_explain_values_that_are_not_numbers(pack, kw, says):
+    from visionkit_pack.nodes.upscale import check_settings
+
+    out = check_settings(**kw)  # what upscale() checks when the node runs
     assert isinstance(out, str) and says in out, out
+    if "tile_size" in kw:  # the one input VALIDATE_INPUTS names (ComfyUI range-checks the others)
+        out = pack.NODE_CLASS_MAPPINGS["VisionKitUpscale"].VALIDATE_INPUTS(**kw)
+        assert isinstance(out, str) and says in out, out
 
 
-def test_deeply_nested_prompt_is_refused_at_validation_and_in_the_engine(pack):
+def test_deeply_nested_prompt_is_refused_by_the_node_and_in_the_engine(pack, tiny):
     from visionkit_pack.models.sd import prompt as P
+    from visionkit_pack.nodes.sd_prompt import check_prompts
 
+    # no VALIDATE_INPUTS (its message would show on both prompts): the node checks each prompt when it runs
+    node, h, _ = tiny
     deep = "(" * 5000 + "a" + ")" * 5000
-    out = pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"].VALIDATE_INPUTS(0, deep, "")
-    assert isinstance(out, str) and "too deeply nested" in out and "5000 levels" in out, out
-    out = pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"].VALIDATE_INPUTS(0, "ok", "[" * 60 + "x")
-    assert isinstance(out, str) and "negative prompt" in out, out
+    out = check_prompts(deep, "")
+    assert isinstance(out, str) and "the positive prompt is too deeply nested" in out and "5000 levels" in out, out
+    out = check_prompts("ok", "[" * 60 + "x")
+    assert isinstance(out, str) and "the negative prompt" in out, out
+    with pytest.raises(GenerationError, match="the negative prompt is too deeply nested"):
+        pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"]().encode(h, "ok", "[" * 60 + "x")
     with pytest.raises(GenerationError, match="too deeply nested"):
         P.parse_weights(deep)
     ok = "(" * P.MAX_NESTING + "a" + ")" * P.MAX_NESTING
     assert P.parse_weights(ok) == [("a", pytest.approx(1.1 ** P.MAX_NESTING))]
-    assert pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"].VALIDATE_INPUTS(0, ok, "\\(" * 5000) is True
+    assert check_prompts(ok, "\\(" * 5000) is True
 
 
 def test_the_parser_needs_no_recursion(monkeypatch):

@@ -323,7 +323,9 @@ def test_loader_node_chains_and_checks_the_architecture(pack, models_dir):
     assert "tiny-sd15-lora-kohya.safetensors" in node.INPUT_TYPES()["required"]["lora_name"][0]
     assert node.VALIDATE_INPUTS("tiny-sd15-lora-kohya.safetensors") is True
     assert "was not found" in node.VALIDATE_INPUTS("nope.safetensors")
-    assert "finite" in node.VALIDATE_INPUTS("tiny-sd15-lora-kohya.safetensors", float("nan"))
+    # the strengths: ComfyUI's min/max at /prompt; NaN passes any min/max and is refused when the node runs
+    with pytest.raises(ValueError, match="strength_clip must be a finite number"):
+        node().load(None, "tiny-sd15-lora-kohya.safetensors", 1.0, float("nan"))
     assert node.IS_CHANGED("tiny-sd15-lora-kohya.safetensors") != "missing"
     sd15 = X.base_pipeline_handle(models_dir, "sd15")
     (p1,) = node().load(sd15, "tiny-sd15-lora-kohya.safetensors", 0.8, 0.6)

@@ -171,11 +171,15 @@ def test_loader_node_lists_validates_and_shares_one_cache_entry(pack, models_dir
 
     V = VisionKitPipelineLoader.VALIDATE_INPUTS
     assert V("checkpoints/tiny-sd15.safetensors") is True
-    assert V("diffusers/tiny-sdxl", "fp16", "tiny-vae.safetensors") is True
+    assert V("diffusers/tiny-sdxl") is True and V("tiny-sd15.safetensors") is True  # a bare name, as core writes
+    assert V(None) is True  # linked: checked when the node runs
     assert "not found" in V("checkpoints/nope.safetensors") or "neither" in V("checkpoints/nope.safetensors")
     assert "leave" in V("checkpoints/../sams/tiny_sam_vit.pth")
-    assert isinstance(V("checkpoints/tiny-sd15.safetensors", "auto", "nope.safetensors"), str)
-    assert isinstance(V("checkpoints/tiny-sd15.safetensors", "fp8"), str)
+    # dtype and vae_name: ComfyUI's own list check at /prompt (VALIDATE_INPUTS names only model_name, so a
+    # missing model's message is not repeated on them); load() gives the pack's message for a VAE not there
+    assert "fp8" not in req["dtype"][0] and "nope.safetensors" not in req["vae_name"][0]
+    with pytest.raises(FileNotFoundError, match="'nope.safetensors' was not found in the vae folder"):
+        VisionKitPipelineLoader().load("checkpoints/tiny-sd15.safetensors", "auto", "nope.safetensors")
 
     node = VisionKitPipelineLoader()
     (h1,) = node.load("checkpoints/tiny-sd15.safetensors", "auto", FROM_CHECKPOINT)

@@ -426,11 +426,17 @@ def test_node_definition_and_validation():
     for section in types_.values():
         for name, spec in section.items():
             assert spec[1].get("tooltip"), name
-    assert N.VALIDATE_INPUTS(stop_at_clip_layer=-2) is True
-    assert N.VALIDATE_INPUTS(stop_at_clip_layer=None) is True
-    assert "outside" in N.VALIDATE_INPUTS(stop_at_clip_layer=1)
-    assert "outside" in N.VALIDATE_INPUTS(stop_at_clip_layer=-25)
-    assert "whole number" in N.VALIDATE_INPUTS(stop_at_clip_layer="x")
+    # stop_at_clip_layer: ComfyUI's min/max at /prompt; validate_clip_layer again when the node runs
+    from visionkit_pack.nodes.sd_prompt import validate_clip_layer
+
+    assert not hasattr(N, "VALIDATE_INPUTS")
+    layer = types_["required"]["stop_at_clip_layer"][1]
+    assert (layer["min"], layer["max"]) == (sp.MIN_CLIP_LAYER, 0)
+    assert validate_clip_layer(-2) is True
+    assert validate_clip_layer(None) is True
+    assert "outside" in validate_clip_layer(1)
+    assert "outside" in validate_clip_layer(-25)
+    assert "whole number" in validate_clip_layer("x")
 
 
 def test_node_runs_through_the_cache(pack, tmp_path):

@@ -45,7 +45,7 @@ def sample(pack, h, cond, **kw):
     args.update(kw)
     node = pack.NODE_CLASS_MAPPINGS[NODE]
     consts = {k: v for k, v in args.items() if k not in ("control", "image", "mask")}
-    assert node.VALIDATE_INPUTS(**consts) is True
+    assert S.check_settings(**consts) is None
     return node().sample(h, cond, **args)[0]
 
 
@@ -350,13 +350,23 @@ def test_cancel_mid_run_undoes_the_patches_and_the_next_run_works(pack, models_d
     ({"batch_size": 0}, "batch_size 0 is outside"),
     ({"scheduler": "karras"}, "scheduler 'karras' is not one of: lcm, pipeline default"),
 ])
-def test_bad_settings_are_refused_up_front(pack, kw, msg):
+def test_bad_settings_are_refused_before_sampling(pack, kw, msg):
     import re
 
+    # No VALIDATE_INPUTS (it would repeat one message on every input it names): ComfyUI range-checks the
+    # widgets at /prompt (the same bounds as check_settings, asserted here), and generate() refuses what ComfyUI
+    # cannot see (a width not a multiple of 8, NaN, a linked value) with this check before it samples.
     node = pack.NODE_CLASS_MAPPINGS[NODE]
-    got = node.VALIDATE_INPUTS(**kw)
-    assert got is not True and re.search(msg, got), got
-    assert node.VALIDATE_INPUTS(width=512, height=768, steps=4, denoise=0.5, seed=2 ** 64 - 1) is True
+    assert not hasattr(node, "VALIDATE_INPUTS")
+    got = S.check_settings(**kw)
+    assert got is not None and re.search(msg, got), got
+    assert S.check_settings(width=512, height=768, steps=4, denoise=0.5, seed=2 ** 64 - 1) is None
+    (name, value), = kw.items()
+    opts = node.INPUT_TYPES()["required"][name]
+    if name == "scheduler":
+        assert value not in opts[0]
+    elif name != "width":  # 100 is in range: not a multiple of 8 is only seen by check_settings
+        assert value < opts[1]["min"] or value > opts[1]["max"], (name, opts)
 
 
 def test_wrong_inputs_say_what_to_do(pack, models_dir):
@@ -434,11 +444,14 @@ def test_api_workflow_loader_lora_prompt_sampler_upscale_save(pack, models_dir, 
     (with_lora,) = pack.NODE_CLASS_MAPPINGS["VisionKitLoraLoader"]().load(h, "for-tiny-sd15.safetensors", 1.0, 1.0)
     direct = sample(pack, with_lora, encode(pack, with_lora), seed=42, guidance=1.5, batch_size=2)
     assert torch.equal(small, direct)
-    bad = dict(prompt)
-    bad["4"] = {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "width": 100}}
     from vk_testing.runner import WorkflowError
 
-    with pytest.raises(WorkflowError, match="not a multiple of 8"):
+    # out of range: refused up front (ComfyUI's min/max); not a multiple of 8: refused when the sampler runs
+    bad = {**prompt, "4": {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "width": 8}}}
+    with pytest.raises(WorkflowError, match=r"width=8 outside \[16, 16384\]"):
+        WorkflowRunner(pack.NODE_CLASS_MAPPINGS, tmp_path).run(bad)
+    bad = {**prompt, "4": {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "width": 100}}}
+    with pytest.raises(GenerationError, match="width 100 is not a multiple of 8"):
         WorkflowRunner(pack.NODE_CLASS_MAPPINGS, tmp_path).run(bad)
 
 
@@ -454,7 +467,15 @@ def test_t2_sampler_in_comfyui(comfy):  # noqa: F811
     }
     entry = comfy.run_prompt(prompt)
     assert len(entry["outputs"]["5"]["images"]) == 2
-    bad = {**prompt, "4": {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "width": 100}}}
+    # out of range: ComfyUI's own min check at /prompt, once (the sampler names no input in a VALIDATE_INPUTS)
+    bad = {**prompt, "4": {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "width": 8}}}
     status, body = comfy.submit(bad)
-    assert status == 400 and "4" in body["node_errors"], (status, body)
-    assert "not a multiple of 8" in json.dumps(body["node_errors"]["4"])
+    assert status == 400 and list(body["node_errors"]) == ["4"], (status, body)
+    errors = body["node_errors"]["4"]["errors"]
+    assert [(e["message"], e["details"]) for e in errors] == [("Value 8 smaller than min of 16", "width")], errors
+    # not a multiple of 8: refused when the sampler runs, with the pack's message
+    bad = {**prompt, "4": {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "width": 100}}}
+    entry = comfy.run_prompt(bad, expect_success=False)
+    assert entry["status"]["status_str"] == "error"
+    text = json.dumps(entry["status"]["messages"])
+    assert "width 100 is not a multiple of 8" in text and "use 96 or 104" in text, text[:2000]

@@ -6,9 +6,17 @@ message) or by a failed /history entry carrying the node's clear message; a defi
 16384×16 strip, no face) finishes with status success. After every case the server answers the next, good,
 prompt. Bad model files are written into the server's own models folder under fresh names and removed after.
 The T1 side (every node, message wording, cache state) is tests/test_bad_input.py.
+
+Issue 18: ComfyUI gives a VALIDATE_INPUTS message to every input that function names, so a node whose
+VALIDATE_INPUTS named five inputs showed its message five times in node_errors. Every 400 here is measured:
+each expected message occurs exactly once in node_errors, and no node carries one custom message twice.
+Out-of-range widgets get ComfyUI's own min/max message ("Value 0 smaller than min of 1", details: the input);
+joint checks (start_percent < end_percent, Canny's thresholds) and what no min/max sees (NaN, a multiple of
+8 or 32) fail when the node runs, with the pack's message.
 """
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import uuid
@@ -148,9 +156,10 @@ def sam(image: str, points: str, model: str = "tiny_sam_vit.pth") -> dict:
             "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}}
 
 
-def detect(image: str, prompt: str = "cat .", model: str = "tiny-grounding-dino", **over) -> dict:
+def detect(image: str, prompt: str = "cat .", model: str = "tiny-grounding-dino", dtype: str = "auto",
+           **over) -> dict:
     return {**load("1", image),
-            "2": {"class_type": "VisionKitGroundingDINOLoader", "inputs": {"model_name": model, "dtype": "auto"}},
+            "2": {"class_type": "VisionKitGroundingDINOLoader", "inputs": {"model_name": model, "dtype": dtype}},
             "3": {"class_type": "VisionKitGroundingDINODetect", "inputs": {
                 "dino_model": ["2", 0], "image": ["1", 0], "prompt": prompt, "box_threshold": 0.3,
                 "text_threshold": 0.25, "max_detections": 0, "position": "all", "best_only": False, **over}},
@@ -161,28 +170,97 @@ def generate(**over) -> dict:
     s = {"seed": 1, "steps": 2, "guidance": 1.0, "scheduler": "lcm", "width": 64, "height": 64, "batch_size": 1,
          "denoise": 1.0}
     pipe = over.pop("pipe", "tiny-sd15.safetensors")
+    vae = over.pop("vae", "(from checkpoint)")
     lora = over.pop("lora", None)
+    lora_strength = over.pop("lora_strength", 1.0)
     encode = over.pop("encode", {})
+    control = over.pop("control", None)  # {node id: node}: a control chain whose last node feeds the sampler
     s.update(over)
     p = {"1": {"class_type": "VisionKitPipelineLoader", "inputs": {"model_name": pipe, "dtype": "auto",
-                                                                     "vae_name": "(from checkpoint)"}}}
+                                                                     "vae_name": vae}}}
     src = ["1", 0]
     if lora:
         p["5"] = {"class_type": "VisionKitLoraLoader", "inputs": {"pipeline": src, "lora_name": lora,
-                                                                   "strength_model": 1.0, "strength_clip": 1.0}}
+                                                                   "strength_model": lora_strength,
+                                                                   "strength_clip": 1.0}}
         src = ["5", 0]
     enc = {"pipeline": src, "positive": "a cube", "negative": "", "stop_at_clip_layer": 0}
     enc.update(encode)
     p["2"] = {"class_type": "VisionKitPromptEncode", "inputs": enc}
     p["3"] = {"class_type": "VisionKitLCMSampler", "inputs": {"pipeline": src, "conditioning": ["2", 0], **s}}
     p["4"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
+    if control:
+        p.update(control)
+        p["3"]["inputs"]["control"] = [list(control)[-1], 0]
     return p
 
 
-def faces(image: str, if_no_face: str = "error") -> dict:
+def controlnet_chain(image: str, start=0.0, end=1.0, strength=1.0) -> dict:
+    return {**load("10", image),
+            "11": {"class_type": "VisionKitControlNetLoader", "inputs": {"controlnet_name": "tiny-sd15-controlnet"}},
+            "12": {"class_type": "VisionKitControlNetApply", "inputs": {
+                "controlnet": ["11", 0], "image": ["10", 0], "strength": strength, "start_percent": start,
+                "end_percent": end}}}
+
+
+def ipadapter_chain(image: str, adapter="tiny-ip-adapter_sd15.safetensors", encoder="tiny-clip-vision.safetensors",
+                    start=0.0, end=1.0) -> dict:
+    return {**load("10", image),
+            "11": {"class_type": "VisionKitIPAdapterLoader", "inputs": {"ipadapter_name": adapter,
+                                                                        "clip_vision_name": encoder}},
+            "12": {"class_type": "VisionKitIPAdapterApply", "inputs": {
+                "ipadapter": ["11", 0], "image": ["10", 0], "weight": 1.0, "start_percent": start,
+                "end_percent": end, "mode": "standard", "combine": "average"}}}
+
+
+def instantid_chain(image: str, adapter="tiny-instantid.bin") -> dict:
+    return {**load("10", image),
+            "11": {"class_type": "VisionKitInstantIDLoader", "inputs": {"instantid_name": adapter,
+                                                                        "controlnet_name": "tiny-sdxl-identitynet"}},
+            "13": {"class_type": "VisionKitFaceAnalysisLoader", "inputs": {"pack_name": "tiny_antelope",
+                                                                           "provider": "auto", "det_size": 128,
+                                                                           "det_thresh": 0.5}},
+            "12": {"class_type": "VisionKitInstantIDApply", "inputs": {
+                "instantid": ["11", 0], "face_model": ["13", 0], "face_image": ["10", 0], "ip_weight": 0.8,
+                "controlnet_strength": 0.8, "start_percent": 0.0, "end_percent": 1.0}}}
+
+
+def canny(image: str, low=100, high=200) -> dict:
     return {**load("1", image),
-            "2": {"class_type": "VisionKitFaceAnalysisLoader", "inputs": {"pack_name": "tiny_buffalo",
-                                                                          "provider": "auto", "det_size": 128,
+            "2": {"class_type": "VisionKitCannyEdges", "inputs": {"image": ["1", 0], "low_threshold": low,
+                                                                  "high_threshold": high}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+
+
+def caption(image: str, **over) -> dict:
+    return {**load("1", image),
+            "2": {"class_type": "VisionKitCaptionLoader", "inputs": {"model_name": "tiny-blip", "dtype": "auto"}},
+            "3": {"class_type": "VisionKitCaption", "inputs": {"caption_model": ["2", 0], "image": ["1", 0],
+                                                               "prefix": "", "max_tokens": 30, "num_beams": 3,
+                                                               **over}}}
+
+
+def zero_shot(image: str, labels: str, template: str = "a photo of {}.") -> dict:
+    return {**load("1", image),
+            "2": {"class_type": "VisionKitCLIPLoader", "inputs": {"model_name": "tiny-clip", "dtype": "auto",
+                                                                  "activation": "auto"}},
+            "3": {"class_type": "VisionKitCLIPZeroShot", "inputs": {"clip_model": ["2", 0], "image": ["1", 0],
+                                                                    "labels": labels, "template": template}}}
+
+
+def everything(image: str, **over) -> dict:
+    return {**load("1", image),
+            "2": {"class_type": "VisionKitSAMLoader", "inputs": {"model_name": "tiny_sam_vit.pth", "dtype": "fp32"}},
+            "3": {"class_type": "VisionKitSAMSegmentEverything", "inputs": {
+                "sam_model": ["2", 0], "image": ["1", 0], "points_per_side": 2, "pred_iou_thresh": 0.88,
+                "stability_score_thresh": 0.95, "min_mask_region_area": 0, **over}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}}
+
+
+def faces(image: str, if_no_face: str = "error", pack: str = "tiny_buffalo", det_size: int = 128) -> dict:
+    return {**load("1", image),
+            "2": {"class_type": "VisionKitFaceAnalysisLoader", "inputs": {"pack_name": pack,
+                                                                          "provider": "auto", "det_size": det_size,
                                                                           "det_thresh": 0.5}},
             "3": {"class_type": "VisionKitFaceDetect", "inputs": {"face_model": ["2", 0], "image": ["1", 0],
                                                                   "selection": "largest", "index": 0,
@@ -194,7 +272,9 @@ def faces(image: str, if_no_face: str = "error") -> dict:
 class T2Case:
     id: str
     prompt: Callable  # (comfy, tmp) -> API prompt
-    says: str = ""  # expected in node_errors (HTTP 400) or in the failed history entry's messages
+    # expected in node_errors (HTTP 400: each exactly once) or in the failed history entry's messages; a tuple:
+    # every one of them (e.g. ComfyUI's own message and the input it names in its details)
+    says: str | tuple = ""
     ok: Callable | None = None  # success; check(comfy, history entry)
 
 
@@ -223,8 +303,9 @@ CASES = [
     T2Case("points that are not JSON", lambda c, t: sam(_png(c, "a.png", RGB(16, 16)), '{"points": [[1, 2'),
            says="not valid JSON"),
     T2Case("width not a multiple of 8", lambda c, t: generate(width=100), says="width 100 is not a multiple of 8"),
-    T2Case("steps 0", lambda c, t: generate(steps=0), says="steps"),
-    T2Case("denoise out of range", lambda c, t: generate(denoise=1.5), says="denoise"),
+    T2Case("steps 0", lambda c, t: generate(steps=0), says=("Value 0 smaller than min of 1", '"details": "steps"')),
+    T2Case("denoise out of range", lambda c, t: generate(denoise=1.5),
+           says=("Value 1.5 bigger than max of 1.0", '"details": "denoise"')),
     T2Case("points outside the image", lambda c, t: sam(_png(c, "a.png", RGB(32, 32)), '{"points": [[50, 5, 1]]}'),
            says="is outside the 32×32 image"),
     T2Case("empty detection prompt", lambda c, t: detect(_png(c, "a.png", RGB(32, 32)), prompt=" . "),
@@ -289,11 +370,15 @@ CASES = [
     T2Case("guidance NaN", lambda c, t: generate(guidance=float("nan")), says="guidance must be a finite number"),
     T2Case("denoise NaN", lambda c, t: generate(denoise=float("nan")), says="denoise must be a finite number"),
     T2Case("height not a multiple of 8", lambda c, t: generate(height=100), says="height 100 is not a multiple of 8"),
-    T2Case("width over the maximum", lambda c, t: generate(width=16392), says="width 16392 is outside 16..16384"),
-    T2Case("batch_size 0", lambda c, t: generate(batch_size=0), says="batch_size 0 is outside 1..64"),
-    T2Case("negative seed", lambda c, t: generate(seed=-1), says="seed -1 is outside"),
-    T2Case("unknown scheduler", lambda c, t: generate(scheduler="warp drive"), says="scheduler 'warp drive' is not one of"),
-    T2Case("steps not a number", lambda c, t: generate(steps="x"), says="steps must be a number"),
+    T2Case("width over the maximum", lambda c, t: generate(width=16392),
+           says=("Value 16392 bigger than max of 16384", '"details": "width"')),
+    T2Case("batch_size 0", lambda c, t: generate(batch_size=0),
+           says=("Value 0 smaller than min of 1", '"details": "batch_size"')),
+    T2Case("negative seed", lambda c, t: generate(seed=-1), says=("Value -1 smaller than min of 0", '"details": "seed"')),
+    T2Case("unknown scheduler", lambda c, t: generate(scheduler="warp drive"),
+           says=("Value not in list", "scheduler: 'warp drive' not in ['lcm', 'pipeline default',")),
+    T2Case("steps not a number", lambda c, t: generate(steps="x"),
+           says=("Failed to convert an input value to a INT value", "steps, x, invalid literal for int()")),
     T2Case("16384x16384 cannot fit", lambda c, t: generate(width=16384, height=16384),
            says="needs at least about"),
     # ---- prompt weighting (issue 19: 5,000 nested parentheses were a RecursionError)
@@ -302,18 +387,18 @@ CASES = [
     T2Case("deep brackets in the negative", lambda c, t: generate(encode={"negative": "[" * 80 + "x"}),
            says="the negative prompt is too deeply nested"),
     T2Case("clip layer out of range", lambda c, t: generate(encode={"stop_at_clip_layer": 5}),
-           says="stop_at_clip_layer 5 is outside -24..0"),
+           says=("Value 5 bigger than max of 0", '"details": "stop_at_clip_layer"')),
     # ---- upscale settings (issue 19: tile_size="x" was a comparison error)
     T2Case("tile_size not a number", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), tile="x"),
            says="tile_size must be a whole number, not 'x'"),
     T2Case("tile_size 16", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), tile=16),
            says="tile_size 16 must be 0 (whole image) or between 32"),
     T2Case("tile_pad 999", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), tile_pad=999),
-           says="tile_pad 999 must be between 0 and"),
+           says=("Value 999 bigger than max of 256", '"details": "tile_pad"')),
     T2Case("outscale NaN", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), outscale=float("nan")),
            says="outscale must be a finite number"),
     T2Case("outscale 100", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), outscale=100.0),
-           says="outscale 100.0 must be 0 (the model's own scale)"),
+           says=("Value 100.0 bigger than max of 16.0", '"details": "outscale"')),
     # ---- model names and files
     T2Case("model name with NUL", lambda c, t: upscale(_png(c, "a.png", RGB(8, 8)), "tiny\x00.pth"),
            says="tries to leave its model folder"),
@@ -337,10 +422,80 @@ CASES = [
     T2Case("two symlink loops in loras", lambda c, t: generate(lora=_looping_loras(c)),
            says="'missing-lora.safetensors' was not found in the loras folder"),
     T2Case("box_threshold 2", lambda c, t: detect(_png(c, "a.png", RGB(16, 16)), box_threshold=2.0),
-           says="box_threshold must be a number from 0 to 1"),
+           says=("Value 2.0 bigger than max of 1.0", '"details": "box_threshold"')),
     T2Case("max_detections negative", lambda c, t: detect(_png(c, "a.png", RGB(16, 16)), max_detections=-3),
-           says="max_detections must be a whole number >= 0"),
+           says=("Value -3 smaller than min of 0", '"details": "max_detections"')),
+    # ---- issue 18: every VALIDATE_INPUTS names one input, so its message is in node_errors once
+    T2Case("several bad upscale settings, one message each", lambda c, t: upscale(
+        _png(c, "a.png", RGB(8, 8)), tile=16, tile_pad=999, outscale=100.0),
+           says=("tile_size 16 must be 0 (whole image) or between 32", "Value 999 bigger than max of 256",
+                 "Value 100.0 bigger than max of 16.0")),
+    T2Case("missing detector and a bad dtype", lambda c, t: detect(_png(c, "a.png", RGB(16, 16)),
+                                                                   model="groundingdino_swinb.pth", dtype="fp8"),
+           says=("was not found in the grounding-dino folder", "dtype: 'fp8' not in")),
+    T2Case("detection prompt and threshold both bad", lambda c, t: detect(_png(c, "a.png", RGB(16, 16)), prompt=" . ",
+                                                                          box_threshold=2.0),
+           says=("names nothing to find", "Value 2.0 bigger than max of 1.0")),
+    T2Case("pipeline that is not there", lambda c, t: generate(pipe="nope.safetensors"),
+           says="'nope.safetensors' is neither a checkpoint nor a diffusers folder"),
+    T2Case("VAE that is not there", lambda c, t: generate(vae="nope-vae.safetensors"),
+           says=("Value not in list", "vae_name: 'nope-vae.safetensors' not in")),
+    T2Case("face pack that is not there", lambda c, t: faces(_png(c, "a.png", RGB(16, 16)), pack="antelopev2"),
+           says="InsightFace pack 'antelopev2' was not found"),
+    T2Case("face det_size not a multiple of 32", lambda c, t: faces(_png(c, "a.png", RGB(16, 16)), det_size=650),
+           says="must be a multiple of 32"),
+    T2Case("caption with 0 beams", lambda c, t: caption(_png(c, "a.png", RGB(16, 16)), num_beams=0),
+           says=("Value 0 smaller than min of 1", '"details": "num_beams"')),
+    T2Case("no CLIP labels and a template without {}", lambda c, t: zero_shot(_png(c, "a.png", RGB(16, 16)),
+                                                                            " , \n", "a photo"),
+           says="no labels were given"),
+    T2Case("CLIP template without {}", lambda c, t: zero_shot(_png(c, "a.png", RGB(16, 16)), "a cat", "a photo"),
+           says="has no {} where the label goes"),
+    T2Case("segment everything with 500 points per side", lambda c, t: everything(_png(c, "a.png", RGB(16, 16)),
+                                                                                 points_per_side=500),
+           says=("Value 500 bigger than max of 64", '"details": "points_per_side"')),
+    T2Case("ControlNet window that never acts", lambda c, t: generate(control=controlnet_chain(
+        _png(c, "hint.png", RGB(64, 64)), start=0.8, end=0.2)), says="otherwise the ControlNet never acts"),
+    T2Case("IP-Adapter window that never acts", lambda c, t: generate(control=ipadapter_chain(
+        _png(c, "ref.png", RGB(32, 32)), start=0.5, end=0.5)), says="set start_percent below end_percent"),
+    T2Case("IP-Adapter that is not there", lambda c, t: generate(control=ipadapter_chain(
+        _png(c, "ref.png", RGB(32, 32)), adapter="nope-ip.safetensors")),
+           says="'nope-ip.safetensors' was not found in the ipadapter folder"),
+    T2Case("InstantID adapter that is not there", lambda c, t: generate(pipe="tiny-sdxl.safetensors", control=(
+        instantid_chain(_png(c, "face.png", RGB(32, 32)), adapter="ip-adapter.bin"))),
+           says="'ip-adapter.bin' was not found in the instantid folder"),
+    T2Case("Canny low threshold above high", lambda c, t: canny(_png(c, "a.png", RGB(16, 16)), 200, 100),
+           says="low_threshold (200) is above high_threshold (100); swap them"),
+    T2Case("LoRA strength NaN", lambda c, t: generate(lora="for-tiny-sd15.safetensors", lora_strength=float("nan")),
+           says="strength_model must be a finite number"),
 ]
+
+
+def _error_text(node_errors: dict) -> str:
+    """What ComfyUI shows of node_errors: each error's message and details (not the input configs it echoes)."""
+    return "\n".join(json.dumps({"message": e.get("message"), "details": e.get("details")}, ensure_ascii=False)
+                     for ne in node_errors.values() for e in ne.get("errors", []))
+
+
+def repeated_messages(node_errors: dict) -> list:
+    """Custom messages ComfyUI gives one node more than once (one per input its VALIDATE_INPUTS names)."""
+    seen = collections.Counter()
+    for node_id, ne in node_errors.items():
+        for e in ne.get("errors", []):
+            if e.get("type") == "custom_validation_failed":
+                name = e.get("extra_info", {}).get("input_name", "")
+                seen[(node_id, str(e.get("details", "")).removeprefix(f"{name} - "))] += 1
+    return [(k, n) for k, n in seen.items() if n > 1]
+
+
+def test_repeated_messages_are_found():
+    """The measure itself, on what ComfyUI answered before issue 18 (one message per named input)."""
+    errs = [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+             "details": f"{n} - the prompt ' . ' names nothing to find", "extra_info": {"input_name": n}}
+            for n in ("prompt", "box_threshold")]
+    assert repeated_messages({"3": {"errors": errs}}) == [(("3", "the prompt ' . ' names nothing to find"), 2)]
+    assert repeated_messages({"3": {"errors": errs[:1]}, "4": {"errors": errs[1:]}}) == []
+    assert _error_text({"3": {"errors": errs}}).count("names nothing to find") == 2
 
 
 def test_t2_corpus_covers_both_kinds_of_answer():
@@ -367,10 +522,14 @@ def good_prompt(comfy) -> dict:  # noqa: F811
 def test_bad_input_over_prompt(comfy, case: T2Case, tmp_path, cleanup):  # noqa: F811
     prompt = case.prompt(comfy, tmp_path)
     status, body = comfy.submit(prompt)
+    says = (case.says,) if isinstance(case.says, str) else case.says
     if status == 400:  # refused up front by VALIDATE_INPUTS / ComfyUI's own checks
-        text = json.dumps(body.get("node_errors", {}), ensure_ascii=False) + json.dumps(body.get("error", {}))
-        assert case.says and body.get("node_errors"), text[:3000]
-        assert case.says in text, text[:3000]
+        node_errors = body.get("node_errors", {})
+        text = _error_text(node_errors)
+        assert case.says and node_errors, json.dumps(body)[:3000]
+        for want in says:  # each message once: not repeated per input (issue 18)
+            assert text.count(want) == 1, f"{want!r} occurs {text.count(want)} times in node_errors:\n{text[:3000]}"
+        assert not repeated_messages(node_errors), repeated_messages(node_errors)
     else:
         assert status == 200, (status, body)
         entry = comfy.wait_history(body["prompt_id"], timeout=180)
@@ -378,7 +537,8 @@ def test_bad_input_over_prompt(comfy, case: T2Case, tmp_path, cleanup):  # noqa:
         text = json.dumps(entry["status"].get("messages"), ensure_ascii=False, default=str)
         if case.says:
             assert result == "error", text[:3000]
-            assert case.says in text, text[:3000]
+            for want in says:
+                assert want in text, text[:3000]
         else:
             assert result == "success", text[:3000]
             case.ok(comfy, entry)

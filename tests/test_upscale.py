@@ -373,15 +373,26 @@ def test_node_is_registered_and_validates_cheaply(pack):
     for section in types.values():
         for name, (_typ, opts) in section.items():
             assert opts.get("tooltip"), name
+    from visionkit_pack.nodes.upscale import check_settings
+
+    # VALIDATE_INPUTS names only tile_size (0 or at least 32: no min/max can say it); ComfyUI range-checks the
+    # other numbers from INPUT_TYPES; upscale() runs check_settings on all of them (linked values, NaN).
     v = VisionKitUpscale.VALIDATE_INPUTS
-    assert v(outscale=0.0, tile_size=0, tile_pad=0, alpha_upscale="network", tile_batch=0) is True
-    assert v(outscale=1.5, tile_size=32, tile_pad=256, alpha_upscale="bicubic", tile_batch=64) is True
-    assert v() is True  # linked inputs arrive as None
-    for kw, msg in (({"tile_size": 16}, "tile_size 16 must be 0"), ({"tile_size": 9000}, "between 32"),
-                    ({"tile_pad": -1}, "tile_pad"), ({"outscale": -1.0}, "outscale"),
+    assert v(tile_size=0) is True and v(tile_size=32) is True
+    assert v() is True  # a linked input arrives as None
+    for ts, msg in ((16, "tile_size 16 must be 0"), (9000, "between 32")):
+        assert msg in v(tile_size=ts) and msg in check_settings(tile_size=ts)
+    assert check_settings(outscale=0.0, tile_size=0, tile_pad=0, alpha_upscale="network", tile_batch=0) is True
+    assert check_settings(outscale=1.5, tile_size=32, tile_pad=256, alpha_upscale="bicubic", tile_batch=64) is True
+    req, opt = types["required"], types["optional"]
+    for kw, msg in (({"tile_pad": -1}, "tile_pad"), ({"outscale": -1.0}, "outscale"),
                     ({"outscale": 40.0}, "outscale"), ({"alpha_upscale": "nearest"}, "one of"),
                     ({"tile_batch": 99}, "tile_batch")):
-        assert msg in v(**kw), kw
+        assert msg in check_settings(**kw), kw
+        (name, value), = kw.items()
+        spec = {**req, **opt}[name]
+        assert (value not in spec[0]) if isinstance(spec[0], list) else \
+            (value < spec[1]["min"] or value > spec[1]["max"]), kw  # ComfyUI refuses it at /prompt too
 
 
 def test_node_runs_loader_output_and_explains_bad_model_input(pack):
