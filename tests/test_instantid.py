@@ -25,6 +25,7 @@ import_pack()
 from visionkit_pack.models.sd import instantid as I  # noqa: E402
 from visionkit_pack.models.sd import sampler as S  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.core.folders import ModelNotFoundError  # noqa: E402
 from visionkit_pack.models.sd.instantid_keypoints import COLORS, KeypointsError, draw_keypoints, keypoints_image  # noqa: E402
 from visionkit_pack.models.core.patching import RunPatches  # noqa: E402
 from visionkit_pack.models.sd.pipeline import load_pipeline, use_pipeline  # noqa: E402
@@ -463,7 +464,7 @@ def test_nodes_are_registered_with_tooltips_and_checks(pack, models_dir):
     assert "was not found" in loader.VALIDATE_INPUTS("ip-adapter.bin")
     # controlnet_name: ComfyUI's own list check at /prompt (VALIDATE_INPUTS names only the adapter, so a message
     # is not repeated on both inputs); load() gives the pack's message for a name that is not there
-    with pytest.raises(FileNotFoundError, match="'ControlNetModel' was not found in the controlnet folder"):
+    with pytest.raises(ModelNotFoundError, match="'ControlNetModel' was not found in the controlnet folder"):
         loader().load(ADAPTER, "ControlNetModel")
     first = loader.IS_CHANGED(ADAPTER, IDNET)
     assert "missing" not in first and first != loader.IS_CHANGED("tiny-instantid.safetensors", IDNET)

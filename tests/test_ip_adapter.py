@@ -30,6 +30,7 @@ import_pack()
 from visionkit_pack.models.core import host
 from visionkit_pack.models.sd import ip_adapter as IA
 from visionkit_pack.models.core.cache import get_cache
+from visionkit_pack.models.core.folders import ModelNotFoundError  # noqa: E402
 from visionkit_pack.models.sd.clip_vision import config_from_state_dict
 from visionkit_pack.models.sd.pipeline import use_pipeline
 from visionkit_pack.models.sd.types import GenerationError
@@ -102,7 +103,7 @@ def test_nodes_are_registered_with_tooltips(pack, models_dir):
     assert "missing.safetensors" in loader.VALIDATE_INPUTS("missing.safetensors")
     # clip_vision_name: ComfyUI's own list check at /prompt (VALIDATE_INPUTS names only the adapter, so a message
     # is not repeated on both inputs); load() gives the pack's message for a name that is not there
-    with pytest.raises(FileNotFoundError, match="'nope' was not found in the clip_vision folder"):
+    with pytest.raises(ModelNotFoundError, match="'nope' was not found in the clip_vision folder"):
         loader().load("tiny-ip-adapter_sd15.safetensors", "nope")
     fp = loader.IS_CHANGED("tiny-ip-adapter_sd15.safetensors", ENC)
     assert fp == loader.IS_CHANGED("tiny-ip-adapter_sd15.safetensors", ENC) and "missing" not in fp

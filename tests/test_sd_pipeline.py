@@ -18,6 +18,7 @@ from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, f
 vk = import_pack()
 from visionkit_pack.models.sd import pipeline as sp  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
+from visionkit_pack.models.core.folders import ModelNotFoundError  # noqa: E402
 from visionkit_pack.models.sd.types import PipelineHandle, use_components  # noqa: E402
 from visionkit_pack.nodes.sd_loaders import FROM_CHECKPOINT, VisionKitPipelineLoader  # noqa: E402
 
@@ -178,7 +179,7 @@ def test_loader_node_lists_validates_and_shares_one_cache_entry(pack, models_dir
     # dtype and vae_name: ComfyUI's own list check at /prompt (VALIDATE_INPUTS names only model_name, so a
     # missing model's message is not repeated on them); load() gives the pack's message for a VAE not there
     assert "fp8" not in req["dtype"][0] and "nope.safetensors" not in req["vae_name"][0]
-    with pytest.raises(FileNotFoundError, match="'nope.safetensors' was not found in the vae folder"):
+    with pytest.raises(ModelNotFoundError, match="'nope.safetensors' was not found in the vae folder"):
         VisionKitPipelineLoader().load("checkpoints/tiny-sd15.safetensors", "auto", "nope.safetensors")
 
     node = VisionKitPipelineLoader()
