@@ -99,7 +99,7 @@ def read_model_config(folder: str, accepted: tuple[str, ...], what: str, needs: 
 def check_weights(folder: str, error_cls) -> None:
     if not any(f.endswith(WEIGHT_SUFFIXES) and not f.startswith(".") for f in os.listdir(folder)):
         raise error_cls(f"{_name(folder)}: the folder has config.json but no weights (model.safetensors or "
-                        "pytorch_model.bin); download the folder again")
+                        "pytorch_model.bin); download them into it (or download the folder again)")
 
 
 def require_files(folder: str, groups: list[tuple[str, ...]], what: str) -> None:
