@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..models.core import folders
 from ..models.perception.caption import MAX_BEAMS, MAX_TOKENS, caption, load_caption_model
-from ..models.perception.hf_vision import DTYPES
+from ..models.perception.hf_folder import DTYPES
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 DTYPE_TIP = "auto: fp16 on CUDA, fp32 on CPU; fp32 is exact everywhere."

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from ..models.core import folders
-from ..models.perception.clip import (
-    ACTIVATIONS,
-    DTYPES,
-    load_clip_model,
+from ..models.perception.clip_model import ACTIVATIONS, DTYPES, load_clip_model
+from ..models.perception.clip_zero_shot import (
     parse_labels,
     rank_images,
     zero_shot,

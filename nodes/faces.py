@@ -6,25 +6,28 @@ import torch
 
 from ..models.core import folders
 from ..models.core.imageops import check_image, from_uint8, to_uint8
+from ..models.core.onnx_sessions import PROVIDERS
 from ..models.perception.faces import (
     FACE_MODEL_TYPE,
     FACES_TYPE,
-    PROVIDERS,
     SELECTIONS,
     Face,
-    FacePackMissingError,
+    FaceInputError,
     NoFaceError,
     analyze,
     as_faces_value,
     cosine_similarity,
     load_face_model,
-    pack_fingerprint,
     preload,
     require_faces,
-    resolve_pack,
     select_faces,
 )
 from ..models.perception.faces_draw import draw_faces, faces_mask
+from ..models.perception.faces_pack import (
+    FacePackMissingError,
+    pack_fingerprint,
+    resolve_pack,
+)
 from .common import CATEGORY, model_combo, to_json
 
 NO_FACE_DETECT = ("empty result", "error")
@@ -147,7 +150,7 @@ class VisionKitFaceDetect:
 def _faces_value(value, label: str) -> list:
     if not isinstance(value, (tuple, list)) or not all(
             isinstance(per, (tuple, list)) and all(isinstance(f, Face) for f in per) for per in value):
-        raise ValueError(f"faces_{label} is not a VisionKit faces value; connect the 'faces' output of "
+        raise FaceInputError(f"faces_{label} is not a VisionKit faces value; connect the 'faces' output of "
                          "'VisionKit Face Detect'")
     return [list(per) for per in value]
 
@@ -194,16 +197,16 @@ class VisionKitFaceSimilarity:
 
     def _side(self, label, face_model, image, faces, selection, index, if_no_face) -> list:
         if image is not None and faces is not None:
-            raise ValueError(f"both image_{label} and faces_{label} are connected; connect one of them")
+            raise FaceInputError(f"both image_{label} and faces_{label} are connected; connect one of them")
         if faces is not None:
             per_image = _faces_value(faces, label)
         elif image is not None:
             if face_model is None:
-                raise ValueError(f"image_{label} needs a face_model to find its faces: connect 'VisionKit Load Face "
+                raise FaceInputError(f"image_{label} needs a face_model to find its faces: connect 'VisionKit Load Face "
                                  "Analysis (InsightFace)'")
             per_image = [select_faces(found, selection, index) for found in analyze(face_model, image)]
         else:
-            raise ValueError(f"side {label.upper()} has no input: connect image_{label} or faces_{label}")
+            raise FaceInputError(f"side {label.upper()} has no input: connect image_{label} or faces_{label}")
         items = []
         for i, sel in enumerate(per_image):
             if not sel:
@@ -224,7 +227,7 @@ class VisionKitFaceSimilarity:
         b = self._side("b", face_model, image_b, faces_b, selection, int(index), if_no_face)
         packs = sorted({f.pack for _, _, f in a + b if f is not None})
         if len(packs) > 1:
-            raise ValueError(f"the faces come from different packs ({', '.join(packs)}); identity embeddings of "
+            raise FaceInputError(f"the faces come from different packs ({', '.join(packs)}); identity embeddings of "
                              "different recognition models cannot be compared: analyse both sides with one pack")
         pairs = []
         for ia, ja, fa in a:

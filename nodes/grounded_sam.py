@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..models.core.imageops import check_image
 from ..models.perception import boxes as boxes_mod
-from ..models.perception import grounding_dino as gd
+from ..models.perception import grounding_dino_detect as gd
 from ..models.perception.sam import MULTIMASK
 from .common import CATEGORY
 from .grounding_dino import VisionKitGroundingDINODetect, check_options

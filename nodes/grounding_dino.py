@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..models.core import folders
 from ..models.perception import boxes as boxes_mod
-from ..models.perception import grounding_dino as gd
+from ..models.perception import grounding_dino_detect as gd
+from ..models.perception.grounding_dino import load_dino_model
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 KEY = "grounding-dino"
@@ -51,7 +52,7 @@ class VisionKitGroundingDINOLoader:
 
     def load(self, model_name: str, dtype: str = "auto"):
         path = folders.resolve(KEY, model_name)
-        spec, _entry = gd.load_dino_model(path, dtype)
+        spec, _entry = load_dino_model(path, dtype)
         return (spec,)
 
 

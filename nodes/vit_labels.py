@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..models.core import folders
-from ..models.perception.hf_vision import DTYPES
+from ..models.perception.hf_folder import DTYPES
 from ..models.perception.vit_labels import (
     MAX_TOP_K,
     LabelsError,

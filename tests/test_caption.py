@@ -17,7 +17,7 @@ from vk_testing import import_pack
 import_pack()
 from visionkit_pack.models.perception import caption as CAP  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
-from visionkit_pack.models.perception.hf_vision import VisionModelError  # noqa: E402
+from visionkit_pack.models.perception.hf_folder import VisionModelError  # noqa: E402
 
 
 def images(b: int, h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:

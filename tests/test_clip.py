@@ -22,12 +22,14 @@ from vk_testing import import_pack
 from vk_testing import tiny_clip as T
 
 import_pack()
-from visionkit_pack.models.perception import clip as C  # noqa: E402
+from visionkit_pack.models.perception import clip_files as CF  # noqa: E402
+from visionkit_pack.models.perception import clip_inputs as CI  # noqa: E402
+from visionkit_pack.models.perception import clip_zero_shot as Z  # noqa: E402
 from visionkit_pack.models.core import imageops  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 
 LOGIT_ATOL = 1e-4
-ONE_LEVEL = 1 / 255 / min(C.OPENAI_STD) + 1e-6  # one 8-bit step, normalised
+ONE_LEVEL = 1 / 255 / min(CI.OPENAI_STD) + 1e-6  # one 8-bit step, normalised
 PIPELINE_ATOL = 2e-2  # logits (scale 20) through the libraries' own PIL / torchvision preprocessing
 LABELS = "a cat\na dog\na red car\na bowl of soup"
 
@@ -77,7 +79,7 @@ def open_clip_logits(ref, pixels, tokens):
 
 
 def node_logits(spec, images, labels=LABELS, template=""):
-    return C.zero_shot(spec, images, labels, template).logits
+    return Z.zero_shot(spec, images, labels, template).logits
 
 
 # ---------------------------------------------------------------- open_clip
@@ -90,11 +92,11 @@ def test_open_clip_vit_matches_open_clip(nodes, models_dir):
     assert "ViT width 64 x2 patch 8 @32px" in entry.meta["arch"] and "context 32" in entry.meta["arch"]
     ref = open_clip_reference(T.OPENCLIP_VIT, clip_path(models_dir, "tiny_openclip_vit.safetensors"))
     images = smooth_images(2, 45, 61, seed=1)
-    labels = C.parse_labels(LABELS)
+    labels = Z.parse_labels(LABELS)
     tokens = open_clip.tokenize(labels, context_length=32)
     with get_cache().use(spec) as m:
         ids, _ = m.tokenize(labels)
-        pixels = C.preprocess_images(images, m.preprocess)
+        pixels = CI.preprocess_images(images, m.preprocess)
     assert torch.equal(ids, tokens)
     # the same pixel tensor and tokens: the library's logits
     ours = node_logits(spec, images)
@@ -115,11 +117,11 @@ def test_open_clip_hub_layout_reads_its_config(nodes, models_dir):
     spec = load(nodes, name)
     ref = open_clip_reference(T.OPENCLIP_HUB, clip_path(models_dir, name))
     images = smooth_images(2, 70, 50, seed=2)
-    labels = C.parse_labels(LABELS)
+    labels = Z.parse_labels(LABELS)
     tokens = open_clip.tokenize(labels, context_length=20)
     with get_cache().use(spec) as m:
         assert m.preprocess.mean == (0.5, 0.5, 0.5) and m.preprocess.size == (48, 48)
-        pixels = C.preprocess_images(images, m.preprocess)
+        pixels = CI.preprocess_images(images, m.preprocess)
     torch.testing.assert_close(node_logits(spec, images), open_clip_logits(ref, pixels, tokens),
                                atol=LOGIT_ATOL, rtol=0)
     tf = open_clip.image_transform(48, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -138,9 +140,9 @@ def test_open_clip_resnet_matches_open_clip(nodes, models_dir):
     assert "ResNet [1, 1, 1, 1] width 8 @64px" in get_cache().load(spec).meta["arch"]
     ref = open_clip_reference(T.OPENCLIP_RN, clip_path(models_dir, "tiny_openclip_rn.safetensors"))
     images = smooth_images(2, 64, 80, seed=3)
-    tokens = open_clip.tokenize(C.parse_labels(LABELS), context_length=16)
+    tokens = open_clip.tokenize(Z.parse_labels(LABELS), context_length=16)
     with get_cache().use(spec) as m:
-        pixels = C.preprocess_images(images, m.preprocess)
+        pixels = CI.preprocess_images(images, m.preprocess)
     torch.testing.assert_close(node_logits(spec, images), open_clip_logits(ref, pixels, tokens),
                                atol=LOGIT_ATOL, rtol=0)
 
@@ -150,17 +152,17 @@ def test_open_clip_config_inference_against_shipped_configs():
     from open_clip.model import CLIP
 
     for name in ("ViT-B-32", "ViT-H-14", "RN50"):
-        cfg = C._shipped_open_clip_configs()[name]
+        cfg = CF._shipped_open_clip_configs()[name]
         with torch.device("meta"):
             sd = CLIP(**cfg).state_dict()
-        got = C.infer_open_clip_config(sd, name)
+        got = CF.infer_open_clip_config(sd, name)
         assert got["embed_dim"] == cfg["embed_dim"]
         for k in ("image_size", "layers", "width", "patch_size"):
             assert got["vision_cfg"][k] == cfg["vision_cfg"][k], (name, k)
         assert got["vision_cfg"]["head_width"] == cfg["vision_cfg"].get("head_width", 64)
         for k in ("context_length", "width", "heads", "layers"):
             assert got["text_cfg"][k] == cfg["text_cfg"][k], (name, k)
-        assert C.matching_open_clip_name(got) == name
+        assert CF.matching_open_clip_name(got) == name
 
 
 # ---------------------------------------------------------------- transformers
@@ -182,10 +184,10 @@ def test_transformers_folder_matches_transformers(nodes, models_dir):
     ref = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
     tok = T.bpe_tokenizer(77)
     images = smooth_images(2, 40, 57, seed=4)
-    labels = C.parse_labels(LABELS)
+    labels = Z.parse_labels(LABELS)
     with get_cache().use(spec) as m:
         assert m.family == "transformers"
-        pixels = C.preprocess_images(images, m.preprocess)
+        pixels = CI.preprocess_images(images, m.preprocess)
         ids, _ = m.tokenize(labels)
     ref_logits, ref_ids = hf_reference_logits(ref, tok, labels, pixels)
     assert torch.equal(ids, ref_ids)
@@ -209,11 +211,11 @@ def test_transformers_folder_own_tokenizer_and_preprocessor(nodes, models_dir):
     tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     proc = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
     images = smooth_images(3, 50, 37, seed=5)
-    labels = C.parse_labels(LABELS)
+    labels = Z.parse_labels(LABELS)
     with get_cache().use(spec) as m:
         assert m.tokenizer._tok.name_or_path == folder  # the folder's own tokenizer files
         assert m.preprocess.resize == 40 and m.preprocess.mean == (0.5, 0.4, 0.3)
-        pixels = C.preprocess_images(images, m.preprocess)
+        pixels = CI.preprocess_images(images, m.preprocess)
     ref_logits, _ = hf_reference_logits(ref, tok, labels, pixels)
     ours = node_logits(spec, images)
     torch.testing.assert_close(ours, ref_logits, atol=LOGIT_ATOL, rtol=0)
@@ -234,9 +236,9 @@ def test_transformers_single_file_infers_config(nodes, models_dir):
     sd = {k: v for k, v in load_file(clip_path(models_dir, name)).items() if not k.endswith("position_ids")}
     ref.load_state_dict(sd, strict=False)
     images = smooth_images(2, 32, 32, seed=6)
-    labels = C.parse_labels(LABELS)
+    labels = Z.parse_labels(LABELS)
     with get_cache().use(spec) as m:
-        pixels = C.preprocess_images(images, m.preprocess)
+        pixels = CI.preprocess_images(images, m.preprocess)
     ref_logits, _ = hf_reference_logits(ref, T.bpe_tokenizer(24), labels, pixels)
     torch.testing.assert_close(node_logits(spec, images), ref_logits, atol=LOGIT_ATOL, rtol=0)
 
@@ -258,7 +260,7 @@ def test_zero_shot_node_probabilities_labels_and_table(nodes):
     (text,) = out["ui"]["text"]
     assert text.startswith(f"image 0: {best[0]} (") and "… 1 more" in text
     # logits are softmax-consistent and the argmax is the best label
-    res = C.zero_shot(spec, images, "a cat\na dog\na red car", "a photo of {}.")
+    res = Z.zero_shot(spec, images, "a cat\na dog\na red car", "a photo of {}.")
     torch.testing.assert_close(res.probs, torch.softmax(res.logits, -1))
     assert [res.labels[i] for i in res.probs.argmax(-1).tolist()] == best
 
@@ -268,7 +270,7 @@ def test_templates_are_applied_and_ensembled(nodes):
     images = smooth_images(2, 36, 36, seed=8)
     labels = ["a cat", "a dog", "a red car"]
     with get_cache().use(spec) as m:
-        img = C.image_features(m, images)
+        img = Z.image_features(m, images)
         scale = m.logit_scale()
 
         def expected(prompts_per_label):
@@ -292,11 +294,11 @@ def test_templates_are_applied_and_ensembled(nodes):
 def test_batch_equals_single_images_in_chunks_with_progress(nodes, monkeypatch):
     spec = load(nodes, "tiny-clip")
     images = smooth_images(5, 30, 44, seed=9)
-    monkeypatch.setattr(C, "IMAGE_CHUNK_CPU", 2)
+    monkeypatch.setattr(Z, "IMAGE_CHUNK_CPU", 2)
     calls = []
     with get_cache().use(spec) as m:
-        batch = C.image_features(m, images, progress=lambda d, t: calls.append((d, t)))
-        singles = torch.cat([C.image_features(m, images[i:i + 1]) for i in range(5)])
+        batch = Z.image_features(m, images, progress=lambda d, t: calls.append((d, t)))
+        singles = torch.cat([Z.image_features(m, images[i:i + 1]) for i in range(5)])
     assert calls == [(2, 5), (4, 5), (5, 5)]
     torch.testing.assert_close(batch, singles, atol=1e-5, rtol=0)
     # RGBA and grayscale images: alpha is dropped, gray becomes RGB
@@ -321,7 +323,7 @@ def test_rank_images_node_orders_by_similarity(nodes, models_dir):
     # reference similarities from open_clip on the same pixels and the same text
     ref = open_clip_reference(T.OPENCLIP_VIT, clip_path(models_dir, "tiny_openclip_vit.safetensors"))
     with get_cache().use(spec) as m:
-        pixels = C.preprocess_images(imgs, m.preprocess)
+        pixels = CI.preprocess_images(imgs, m.preprocess)
     with torch.no_grad():
         fi = ref.encode_image(pixels, normalize=True)
         ft = ref.encode_text(open_clip.tokenize(["a red car"], context_length=32), normalize=True)[0]
@@ -345,17 +347,17 @@ def test_input_errors_are_clear(nodes):
     img = smooth_images(1, 32, 32)
     zs, rk = nodes["VisionKitCLIPZeroShot"], nodes["VisionKitCLIPRankImages"]
     for labels in ("", "\n  \n", " , ;\n|\n"):
-        with pytest.raises(C.ClipInputError, match="no labels were given"):
+        with pytest.raises(Z.ClipInputError, match="no labels were given"):
             zs().classify(spec, img, labels, "a photo of {}.")
         assert "no labels" in zs.VALIDATE_INPUTS(labels=labels)
-    with pytest.raises(C.ClipInputError, match=r"has no \{\} where the label goes"):
+    with pytest.raises(Z.ClipInputError, match=r"has no \{\} where the label goes"):
         zs().classify(spec, img, "a cat", "a photo of")
     # the template is checked when the node runs (above): VALIDATE_INPUTS names only labels, so that ComfyUI
     # does not repeat a labels message on the template input
     assert zs.VALIDATE_INPUTS(labels="a cat") is True and zs.VALIDATE_INPUTS() is True
-    with pytest.raises(C.ClipInputError, match=r"has no \{\} where the label goes"):
+    with pytest.raises(Z.ClipInputError, match=r"has no \{\} where the label goes"):
         rk().rank(spec, img, "a cat", "a photo of")
-    with pytest.raises(C.ClipInputError, match="text to rank"):
+    with pytest.raises(Z.ClipInputError, match="text to rank"):
         rk().rank(spec, img, "  \n", "")
     assert "empty" in rk.VALIDATE_INPUTS(text=" ")
     bad = img.clone()
@@ -400,7 +402,7 @@ def wrong_models(models_dir, tmp_path, monkeypatch):
     ("vision-folder", ["CLIP vision encoder without its text tower"]),
 ])
 def test_wrong_files_say_what_they_are(nodes, wrong_models, name, words):
-    with pytest.raises(C.ClipModelError) as ei:
+    with pytest.raises(CI.ClipModelError) as ei:
         load(nodes, name)
     for w in words:
         assert w in str(ei.value), str(ei.value)
@@ -453,7 +455,7 @@ def test_fp16_option_is_another_entry_close_to_fp32(nodes):
     assert s32 != s16 and len(get_cache()) == 2
     with get_cache().use(s16) as m:
         assert m.device_dtype()[1] == torch.float16
-    a, b = C.zero_shot(s16, images, LABELS), C.zero_shot(s32, images, LABELS)
+    a, b = Z.zero_shot(s16, images, LABELS), Z.zero_shot(s32, images, LABELS)
     assert a.probs.dtype == torch.float32
     torch.testing.assert_close(a.probs, b.probs, atol=5e-3, rtol=0)
 

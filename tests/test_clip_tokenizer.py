@@ -2,7 +2,7 @@
 
 The pack builds its transformers CLIPTokenizer (SD pipelines without tokenizer files, the CLIP node's
 transformers path, and the tokenizer both sides of the prompt-encode parity tests use) from its own reading
-of open_clip's bpe_simple_vocab_16e6.txt.gz (models/perception/clip_base.py). Checked here against
+of open_clip's bpe_simple_vocab_16e6.txt.gz (models/perception/clip_inputs.py). Checked here against
 - the released CLIP tokenizer files (vocab.json, merges.txt of openai/clip-vit-large-patch14, as ComfyUI
   ships them in comfy/sd1_tokenizer: read from the ComfyUI checkout at test time, never copied), loaded by
   transformers' own CLIPTokenizer.from_pretrained;
@@ -23,7 +23,7 @@ from vk_testing import import_pack, tiers
 from vk_testing.comfy_server import ComfyUINotFound, find_comfyui_dir
 
 import_pack()
-from visionkit_pack.models.perception import clip_base as cb  # noqa: E402
+from visionkit_pack.models.perception import clip_inputs as cb  # noqa: E402
 from visionkit_pack.models.sd import prompt as sp  # noqa: E402
 
 BOS, EOS = 49406, 49407
@@ -86,7 +86,7 @@ def test_token_ids_equal_transformers_on_the_released_files(released, pad):
         vocab, merges = cb.bpe_vocab_and_merges()
         pack = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77, pad_token=pad)
     else:
-        pack = cb._hf_bpe_tokenizer(77)._tok
+        pack = cb.hf_bpe_tokenizer(77)._tok
     assert ref.pad_token_id == (0 if pad else EOS) == pack.pad_token_id
     for text in CORPUS:
         want = ids(ref, text)
@@ -112,7 +112,7 @@ def test_token_ids_equal_open_clip_on_open_clips_cleaned_text():
     cleaning changes the text (HTML entities, ligatures, full-width letters, smart quotes)."""
     from open_clip.tokenizer import SimpleTokenizer, basic_clean, whitespace_clean
 
-    oc, pack = SimpleTokenizer(), cb._hf_bpe_tokenizer(77)._tok
+    oc, pack = SimpleTokenizer(), cb.hf_bpe_tokenizer(77)._tok
     changed = 0
     for text in CORPUS:
         want = oc([text], context_length=77)[0].tolist()
@@ -128,7 +128,7 @@ def test_prompt_chunks_equal_with_the_released_tokenizer(released):
     """The prompt encoder's chunks (weights, 75-token chunks, padding) with the pack's tokenizer are the ones
     the released tokenizer gives, for every text and for weighted prompts over 77 tokens."""
     _, ref = released
-    pack = cb._hf_bpe_tokenizer(77)._tok
+    pack = cb.hf_bpe_tokenizer(77)._tok
     prompts = CORPUS + [f"(a cat:1.3), {CORPUS[-2]}, [blurry], (masterpiece)", f"(({CORPUS[-1]}:0.8))"]
     multi = 0
     for text in prompts:

@@ -19,6 +19,8 @@ from vk_testing.tiny_faces import scene
 
 import_pack()
 from visionkit_pack.models.perception import faces as F
+from visionkit_pack.models.perception import faces_networks as FN
+from visionkit_pack.models.perception import faces_pack as FP
 from visionkit_pack.models.core import folders
 from visionkit_pack.models.core.cache import get_cache
 from visionkit_pack.models.perception.faces_draw import faces_mask
@@ -100,18 +102,18 @@ def test_alignment_matrices_equal_insightface():
 
     rng = np.random.default_rng(3)
     for size in (112, 128, 224):
-        kps = (F.ARCFACE_DST * rng.uniform(0.5, 3.0) + rng.uniform(-20, 80, 2)).astype(np.float32)
+        kps = (FN.ARCFACE_DST * rng.uniform(0.5, 3.0) + rng.uniform(-20, 80, 2)).astype(np.float32)
         kps += rng.normal(0, 2, kps.shape).astype(np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             ref = face_align.estimate_norm(kps, size)
-        np.testing.assert_allclose(F.arcface_matrix(kps, size), ref, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(FN.arcface_matrix(kps, size), ref, rtol=0, atol=1e-9)
         bbox = np.array([10.3, 20.7, 60.1, 95.2], np.float32) * rng.uniform(0.5, 2)
         w, h = bbox[2] - bbox[0], bbox[3] - bbox[1]
         scale = 96 / (max(w, h) * 1.5)
         _, ref_m = face_align.transform(np.zeros((4, 4, 3), np.uint8), ((bbox[2] + bbox[0]) / 2, (bbox[3] + bbox[1]) / 2),
                                         96, scale, 0)
-        np.testing.assert_array_equal(F.genderage_matrix(bbox, 96), ref_m)
+        np.testing.assert_array_equal(FN.genderage_matrix(bbox, 96), ref_m)
 
 
 def test_sessions_live_in_the_shared_cache(pack, models_dir):
@@ -129,31 +131,31 @@ def test_sessions_live_in_the_shared_cache(pack, models_dir):
 
 def test_pack_inspection(pack, models_dir):
     base = models_dir / "insightface" / "models"
-    buf = F.inspect_pack(str(base / "tiny_buffalo"))
+    buf = FP.inspect_pack(str(base / "tiny_buffalo"))
     assert {t: os.path.basename(i.path) for t, i in buf.files.items()} == {
         "detection": "det_10g.onnx", "recognition": "w600k_r50.onnx", "genderage": "genderage.onnx"}
     assert buf.ignored == (("2d106det.onnx", "landmark"),)
     assert not buf.files["recognition"].mxnet_norm and not buf.files["genderage"].mxnet_norm
-    ant = F.inspect_pack(str(base / "tiny_antelope"))
+    ant = FP.inspect_pack(str(base / "tiny_antelope"))
     assert ant.files["recognition"].mxnet_norm and ant.files["recognition"].input_hw == (128, 128)
-    assert set(F.inspect_pack(str(base / "tiny_detonly")).files) == {"detection"}
+    assert set(FP.inspect_pack(str(base / "tiny_detonly")).files) == {"detection"}
     assert "antelope_nested/antelope_nested" in folders.list_models("insightface")
 
 
 def test_missing_pack_names_folder_and_files_and_never_downloads(pack, models_dir):
     before = list(netguard.attempts)
     where = str(models_dir / "insightface" / "models")
-    with pytest.raises(F.FacePackMissingError) as ei:
+    with pytest.raises(FP.FacePackMissingError) as ei:
         F.load_face_model("antelopev2")
     msg = str(ei.value)
     assert isinstance(ei.value, folders.ModelNotFoundError)
     assert os.path.join(where, "antelopev2") in msg
-    for f in F.KNOWN_PACKS["antelopev2"]:
+    for f in FP.KNOWN_PACKS["antelopev2"]:
         assert f in msg
     assert "never downloads" in msg and "tiny_buffalo" in msg
-    msg = str(pytest.raises(F.FacePackMissingError, F.load_face_model, "antelope_nested").value)
+    msg = str(pytest.raises(FP.FacePackMissingError, F.load_face_model, "antelope_nested").value)
     assert "one folder deeper (antelope_nested/antelope_nested)" in msg
-    assert "det_10g.onnx" in str(pytest.raises(F.FacePackMissingError, F.load_face_model, "my_pack").value)
+    assert "det_10g.onnx" in str(pytest.raises(FP.FacePackMissingError, F.load_face_model, "my_pack").value)
     loader = pack.NODE_CLASS_MAPPINGS["VisionKitFaceAnalysisLoader"]
     assert "scrfd_10g_bnkps.onnx" in loader.VALIDATE_INPUTS(pack_name="antelopev2")
     assert "leave its model folder" in loader.VALIDATE_INPUTS(pack_name="../tiny_buffalo")
@@ -192,18 +194,18 @@ def test_unusable_packs_are_explained(pack, models_dir, tmp_path, monkeypatch):
     _mini_pack(tmp_path, "manifest", {"det_10g.onnx": base / "tiny_buffalo" / "det_10g.onnx", "manifest.json": b"{}"})
     _mini_pack(tmp_path, "broken", {"det_10g.onnx": b"not an onnx graph"})
     monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(tmp_path))
-    with pytest.raises(F.FacePackError, match="no face detector.*w600k_r50.onnx"):
+    with pytest.raises(FP.FacePackError, match="no face detector.*w600k_r50.onnx"):
         F.load_face_model("rec_only")
-    with pytest.raises(F.FacePackError, match="no keypoint outputs"):
+    with pytest.raises(FP.FacePackError, match="no keypoint outputs"):
         F.load_face_model("no_kps")
-    with pytest.raises(F.FacePackError, match="manifest package"):
+    with pytest.raises(FP.FacePackError, match="manifest package"):
         F.load_face_model("manifest")
-    with pytest.raises(F.FacePackError, match="det_10g.onnx .*not a readable .onnx file"):
+    with pytest.raises(FP.FacePackError, match="det_10g.onnx .*not a readable .onnx file"):
         F.load_face_model("broken")
     monkeypatch.setenv("VISIONKIT_MODELS_DIR", str(models_dir))
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(F.FaceInputError, match="multiple of 32"):
         F.load_face_model("tiny_buffalo", det_size=100)
-    with pytest.raises(ValueError, match="det_thresh"):
+    with pytest.raises(F.FaceInputError, match="det_thresh"):
         F.load_face_model("tiny_buffalo", det_thresh=0)
     with pytest.raises(ValueError, match="not one of"):
         F.load_face_model("tiny_buffalo", provider="TPU")
@@ -224,7 +226,7 @@ def test_select_faces_and_cosine():
     assert F.select_faces(faces, "highest score") == [c]
     assert [F.select_faces(faces, "left to right index", i) for i in range(4)] == [[b], [c], [a], []]
     assert F.select_faces(faces, "all") == faces and F.select_faces([], "largest") == []
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(F.FaceInputError, match="not one of"):
         F.select_faces(faces, "smallest")
     with pytest.raises(F.NoFaceError, match="no face was found in image 2 .*batch index 2.*empty result"):
         F.require_faces([], 2, 0)
@@ -236,7 +238,7 @@ def test_select_faces_and_cosine():
     np.testing.assert_allclose(e2.normed_embedding, [2 ** -0.5, 2 ** -0.5, 0], rtol=1e-6)
     with pytest.raises(F.NoRecognitionError, match="pack 'detpack' has no recognition model"):
         F.cosine_similarity(e1, _face(0, 0, 1, 1, 1, pack="detpack"))
-    with pytest.raises(ValueError, match="different sizes"):
+    with pytest.raises(F.FaceInputError, match="different sizes"):
         F.cosine_similarity(e1, np.ones(4))
 
 

@@ -27,9 +27,16 @@ def one_thread():
 
 @pytest.fixture()
 def gd(pack):
-    from visionkit_pack.models.perception import grounding_dino
+    from visionkit_pack.models.perception import grounding_dino_detect
 
-    return grounding_dino
+    return grounding_dino_detect
+
+
+@pytest.fixture()
+def original(pack):
+    from visionkit_pack.models.perception import grounding_dino_original
+
+    return grounding_dino_original
 
 
 @pytest.fixture()
@@ -164,7 +171,7 @@ def test_architecture_comes_from_shapes_not_the_file_name(pack, models_dir, node
     ("Swin-B", dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
                     image_size=384), (4, 8, 16, 32)),
 ])
-def test_full_size_swin_t_and_swin_b_are_recognised(pack, gd, variant, kwargs, heads):
+def test_full_size_swin_t_and_swin_b_are_recognised(pack, original, variant, kwargs, heads):
     """Real-size layouts, built on the meta device (shapes only, no memory)."""
     from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
     from vk_testing.tiny_dino import to_original_layout
@@ -173,15 +180,15 @@ def test_full_size_swin_t_and_swin_b_are_recognised(pack, gd, variant, kwargs, h
     with torch.device("meta"):
         model = GroundingDinoForObjectDetection(cfg)
     sd = to_original_layout(model)
-    arch = gd.inspect_original(sd, "x.pth")
+    arch = original.inspect_original(sd, "x.pth")
     assert arch.variant == variant and arch.swin_heads == heads
     assert (arch.d_model, arch.encoder_heads, arch.decoder_heads, arch.num_queries) == (256, 8, 8, 900)
     assert (arch.encoder_layers, arch.decoder_layers, arch.feature_levels, arch.text_hidden) == (6, 6, 4, 768)
-    new = gd.original_config(arch)
+    new = original.original_config(arch)
     assert new.text_config.num_attention_heads == 12 and new.backbone_config.window_size == cfg.backbone_config.window_size
     with torch.device("meta"):
         target = GroundingDinoForObjectDetection(new).state_dict()
-    mapped = gd.convert_original_state_dict(sd, target.keys(), "x.pth")
+    mapped = original.convert_original_state_dict(sd, target.keys(), "x.pth")
     assert all(tuple(v.shape) == tuple(target[k].shape) for k, v in mapped.items())
     unfilled = [k for k in target if k not in mapped and ".swin.layernorm." not in k]
     assert unfilled == []
@@ -206,16 +213,16 @@ def _models_root_with(tmp_path, monkeypatch, files: dict):
     ("sams/tiny_sam_vit.pth", "SAM (segment-anything) checkpoint"),
     ("upscale_models/tiny_RealESRGAN_x4plus.pth", "Real-ESRGAN upscaler (RRDBNet x4"),
 ])
-def test_wrong_file_says_what_it_looks_like(pack, models_dir, nodes, gd, tmp_path, monkeypatch, src, words):
+def test_wrong_file_says_what_it_looks_like(pack, models_dir, nodes, original, tmp_path, monkeypatch, src, words):
     _models_root_with(tmp_path, monkeypatch, {"groundingdino_swint_ogc.pth": models_dir / src})
-    with pytest.raises(gd.GroundingDinoError) as ei:
+    with pytest.raises(original.GroundingDinoError) as ei:
         load(nodes, "groundingdino_swint_ogc.pth")
     assert words in str(ei.value) and "not a Grounding DINO model" in str(ei.value)
 
 
-def test_missing_tokenizer_files_name_the_folder_and_files(pack, models_dir, nodes, gd, tmp_path, monkeypatch):
+def test_missing_tokenizer_files_name_the_folder_and_files(pack, models_dir, nodes, original, tmp_path, monkeypatch):
     d = _models_root_with(tmp_path, monkeypatch, {ORIGINAL: models_dir / "grounding-dino" / ORIGINAL})
-    with pytest.raises(gd.GroundingDinoError) as ei:
+    with pytest.raises(original.GroundingDinoError) as ei:
         load(nodes, ORIGINAL)
     msg = str(ei.value)
     assert str(d) in msg and "vocab.txt" in msg and "tokenizer_config.json" in msg
@@ -225,23 +232,23 @@ def test_missing_tokenizer_files_name_the_folder_and_files(pack, models_dir, nod
     folder = folder / "dino-folder"
     for f in ("vocab.txt", "tokenizer.json"):
         (folder / f).unlink()
-    with pytest.raises(gd.GroundingDinoError, match="no tokenizer files"):
+    with pytest.raises(original.GroundingDinoError, match="no tokenizer files"):
         load(nodes, "dino-folder")
 
 
-def test_wrong_tokenizer_and_wrong_folder_type(pack, models_dir, nodes, gd, tmp_path, monkeypatch):
+def test_wrong_tokenizer_and_wrong_folder_type(pack, models_dir, nodes, original, tmp_path, monkeypatch):
     d = _models_root_with(tmp_path, monkeypatch, {ORIGINAL: models_dir / "grounding-dino" / ORIGINAL})
     (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "."]) + "\n")
-    with pytest.raises(gd.GroundingDinoError, match=r"not bert-base-uncased's.*\[CLS\]=2"):
+    with pytest.raises(original.GroundingDinoError, match=r"not bert-base-uncased's.*\[CLS\]=2"):
         load(nodes, ORIGINAL)
     bert = d / "bert-base-uncased"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(gd.GroundingDinoError, match="model_type 'bert', a BERT text model"):
+    with pytest.raises(original.GroundingDinoError, match="model_type 'bert', a BERT text model"):
         load(nodes, "bert-base-uncased")
 
 
-def test_bad_prompts_and_thresholds(pack, nodes, gd):
+def test_bad_prompts_and_thresholds(pack, nodes, gd, original):
     node = nodes["VisionKitGroundingDINODetect"]
     for bad in ("", "   ", " . . ", "\n.\n", ", ;"):
         assert "names nothing to find" in node.VALIDATE_INPUTS(prompt=bad)
@@ -270,9 +277,9 @@ def test_bad_prompts_and_thresholds(pack, nodes, gd):
     assert gd.normalize_prompt("  The LEFT lion ") == "the left lion."
     assert gd.normalize_prompt("lion . dog\ncat") == "lion. dog. cat."
     spec = load(nodes, FOLDER)
-    with pytest.raises(gd.GroundingDinoError, match="names nothing to find"):
+    with pytest.raises(original.GroundingDinoError, match="names nothing to find"):
         detect_node(nodes, spec, images(1), " . ")
-    with pytest.raises(gd.GroundingDinoError, match="reads at most 128"):
+    with pytest.raises(original.GroundingDinoError, match="reads at most 128"):
         detect_node(nodes, spec, images(1), "lion " * 200)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models.perception.hf_vision import VisionModelError  # noqa: E402
+from visionkit_pack.models.perception.hf_folder import VisionModelError  # noqa: E402
 from visionkit_pack.models.perception.image_similarity import SimilarityError  # noqa: E402
 
 ATOL = 1e-5

@@ -26,8 +26,8 @@ MAX_LINES = 400
 # (importing capability, imported module): why the seam exists
 SEAMS = {
     ("sd", "models.perception.faces"): "InstantID takes the identity embedding and keypoints from face analysis",
-    ("sd", "models.perception.clip_base"): "the SD text encoders use CLIP's BPE tokenizer files and error type",
-    ("sd", "models.perception.clip_arch"): "IP-Adapter's CLIP vision encoder reads its width as CLIP files do",
+    ("sd", "models.perception.clip_inputs"): "the SD text encoders use CLIP's BPE tokenizer files and error type",
+    ("sd", "models.perception.clip_files"): "IP-Adapter's CLIP vision encoder takes its head width as CLIP files do",
 }
 
 

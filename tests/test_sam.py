@@ -44,11 +44,10 @@ def test_variant_checkpoints_get_not_supported_messages(extra, msg):
 def test_loader_refuses_a_real_esrgan_file(pack):
     nodes = pack.NODE_CLASS_MAPPINGS
     assert nodes["VisionKitSAMLoader"].VALIDATE_INPUTS("tiny_sam_vit.pth") is True
-    with pytest.raises(S.SamModelError, match="not a segment-anything checkpoint"):
-        loader = nodes["VisionKitSAMLoader"]()
-        from visionkit_pack.models.core import folders
+    from visionkit_pack.models.core import folders
 
-        path = folders.resolve("upscale_models", "tiny_RealESRGAN_x4plus.pth")
+    path = folders.resolve("upscale_models", "tiny_RealESRGAN_x4plus.pth")
+    with pytest.raises(S.SamModelError, match="not a segment-anything checkpoint"):
         get_cache().load(S.sam_spec(path))
     assert len(get_cache()) == 0
     assert "was not found" in nodes["VisionKitSAMLoader"].VALIDATE_INPUTS("sam_vit_h_4b8939.pth")

@@ -16,7 +16,7 @@ from vk_testing import tiny_models
 import_pack()
 from visionkit_pack.models.perception import sam_everything as E  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
-from visionkit_pack.models.perception.sam import _to_uint8_rgb  # noqa: E402
+from visionkit_pack.models.core.imageops import to_uint8  # noqa: E402
 
 LOOSE = dict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0, points_per_batch=4)
 
@@ -47,7 +47,7 @@ def generator_masks(reference_sam, img, **settings):
     from segment_anything import SamAutomaticMaskGenerator
 
     kw = E.Settings(**settings).generator_kwargs()
-    records = SamAutomaticMaskGenerator(reference_sam, **kw).generate(_to_uint8_rgb(img[0]))
+    records = SamAutomaticMaskGenerator(reference_sam, **kw).generate(to_uint8(img[0][..., :3]))
     return sorted(records, key=lambda r: -r["area"])
 
 

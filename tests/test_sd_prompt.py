@@ -30,7 +30,7 @@ COMFY = Path(os.environ.get("COMFYUI_DIR") or ROOT.parent / "shared" / "comfyui"
 @functools.cache
 def _tokenizer(pad: str | None = None):
     from transformers import CLIPTokenizer
-    from visionkit_pack.models.perception.clip_base import bpe_vocab_and_merges
+    from visionkit_pack.models.perception.clip_inputs import bpe_vocab_and_merges
 
     vocab, merges = bpe_vocab_and_merges()
     kw = {"pad_token": pad} if pad else {}

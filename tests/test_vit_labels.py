@@ -13,7 +13,7 @@ from PIL import Image
 from vk_testing import import_pack
 
 import_pack()
-from visionkit_pack.models.perception.hf_vision import VisionModelError  # noqa: E402
+from visionkit_pack.models.perception.hf_folder import VisionModelError  # noqa: E402
 from visionkit_pack.models.perception.vit_labels import LabelsError  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """VK_BOXES: per-image detection boxes, and what nodes do with them (select, clamp, mask, draw, JSON).
 
-The format (DESIGN.md, public): a list with one entry per image of the batch; each entry is a list of
+The format (public: workflows and other nodes read it): a list with one entry per image of the batch; each entry is a list of
 `{"box": [x0, y0, x1, y1], "score": s, "label": "phrase"}` in pixels of that image (floats; x1/y1 are
 exclusive, so a box covering columns 3..9 is [3, y0, 10, y1]), JSON-serialisable (plain Python
 floats and strings only). An image without detections has an empty list; that is a normal outcome.

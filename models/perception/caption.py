@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from ..core.cache import Loaded, ModelSpec, get_cache
-from .hf_vision import (
+from .hf_folder import (
     VisionBundle,
     VisionModelError,
     check_dtype,
@@ -27,7 +27,7 @@ from .hf_vision import (
     from_pretrained,
     move_inputs,
     pil_images,
-    read_config,
+    read_model_config,
     require_files,
 )
 
@@ -46,15 +46,16 @@ def _build(spec: ModelSpec, device) -> Loaded:
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     path = spec.path
-    cfg = read_config(path, ("blip",), "a BLIP captioning folder", NEEDS)
+    cfg = read_model_config(path, ("blip",), "a BLIP captioning folder", NEEDS)
     archs = cfg.get("architectures") or []
     if archs and "BlipForConditionalGeneration" not in archs:
         raise CaptionError(f"{os.path.basename(path)} is a BLIP model for {', '.join(archs)}, not for captions; use "
                            "Salesforce/blip-image-captioning-base or -large")
     require_files(path, [TOKENIZER_FILES, ("preprocessor_config.json", "processor_config.json")],
                   "the BLIP folder")
-    model = from_pretrained(BlipForConditionalGeneration, path, "the BLIP captioning model")
-    processor = from_pretrained(BlipProcessor, path, "the BLIP processor (tokenizer, image settings)")
+    model = from_pretrained(BlipForConditionalGeneration, path, VisionModelError, "the BLIP captioning model")
+    processor = from_pretrained(BlipProcessor, path, VisionModelError,
+                                "the BLIP processor (tokenizer, image settings)")
     dtype = finish(model, spec, device)
     info = {"format": "transformers folder", "variant": _variant(model.config), "dtype": dtype}
     return Loaded(VisionBundle(model, processor, info), meta=info)

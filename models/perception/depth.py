@@ -75,20 +75,17 @@ def _build(spec: ModelSpec, device) -> Loaded:
     hf_folder.check_weights(path, DepthError)
     import transformers
 
-    model = hf_folder.from_pretrained(getattr(transformers, SUPPORTED[mt]), path, DepthError)
+    model = hf_folder.from_pretrained(getattr(transformers, SUPPORTED[mt]), path, DepthError, check_fit=True)
     proc = hf_folder.processor(transformers.AutoImageProcessor, path, DepthError) \
         if os.path.isfile(os.path.join(path, "preprocessor_config.json")) else transformers.DPTImageProcessor()
-    dtype = hf_folder.torch_dtype(spec.dtype, device)
-    model.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    dtype = hf_folder.finish(model, spec, device)
     metric = getattr(model.config, "depth_estimation_type", "relative") == "metric"
-    info = {"format": "transformers folder", "architecture": SUPPORTED[mt], "metric": metric,
-            "dtype": str(dtype).replace("torch.", "")}
+    info = {"format": "transformers folder", "architecture": SUPPORTED[mt], "metric": metric, "dtype": dtype}
     return Loaded(DepthBundle(model, proc, metric, info), meta=info)
 
 
 def depth_spec(path: str, dtype: str = "auto") -> ModelSpec:
-    if dtype not in hf_folder.DTYPES:
-        raise DepthError(f"dtype {dtype!r} is not one of {', '.join(hf_folder.DTYPES)}")
+    hf_folder.check_dtype(dtype, DepthError)
     return ModelSpec(kind="depth_estimation", path=os.path.abspath(path), build=_build, dtype=dtype)
 
 

@@ -1,5 +1,6 @@
 """Grounding DINO's original IDEA checkpoints: architecture from the tensor shapes, and the key mapping
-onto transformers' GroundingDinoForObjectDetection (split from grounding_dino.py, which uses it)."""
+onto transformers' GroundingDinoForObjectDetection (grounding_dino.py loads them with it). Also the error
+every Grounding DINO module raises."""
 from __future__ import annotations
 
 import math

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 
 from ..core.cache import Loaded, ModelSpec, get_cache
-from .hf_vision import (
+from .hf_folder import (
     VisionBundle,
     VisionModelError,
     check_dtype,
@@ -24,7 +24,7 @@ from .hf_vision import (
     from_pretrained,
     move_inputs,
     pil_images,
-    read_config,
+    read_model_config,
 )
 
 POOLING = ("cls", "mean patch")
@@ -41,12 +41,12 @@ def _build(spec: ModelSpec, device) -> Loaded:
     from transformers import AutoModel, BitImageProcessor
 
     path = spec.path
-    cfg = read_config(path, ("dinov2", "dinov2_with_registers"), "a DINOv2 folder", NEEDS)
-    model = from_pretrained(AutoModel, path, "the DINOv2 model")
+    cfg = read_model_config(path, ("dinov2", "dinov2_with_registers"), "a DINOv2 folder", NEEDS)
+    model = from_pretrained(AutoModel, path, VisionModelError, "the DINOv2 model")
     if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
         from transformers import AutoImageProcessor
 
-        processor = from_pretrained(AutoImageProcessor, path, "the DINOv2 image processor")
+        processor = from_pretrained(AutoImageProcessor, path, VisionModelError, "the DINOv2 image processor")
     else:  # the settings facebook/dinov2-* ship
         processor = BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
                                       do_center_crop=True, image_mean=[0.485, 0.456, 0.406],

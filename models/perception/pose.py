@@ -71,23 +71,20 @@ def _build(spec: ModelSpec, device) -> Loaded:
     hf_folder.check_weights(path, PoseError)
     from transformers import VitPoseForPoseEstimation, VitPoseImageProcessor
 
-    model = hf_folder.from_pretrained(VitPoseForPoseEstimation, path, PoseError)
+    model = hf_folder.from_pretrained(VitPoseForPoseEstimation, path, PoseError, check_fit=True)
     n = int(getattr(model.config, "num_labels", 0) or 0)
     if n < COCO_POINTS:
         raise PoseError(f"{name} predicts {n} keypoints; the OpenPose body needs the 17 COCO points (COCO or "
                         "COCO-WholeBody models)")
     proc = hf_folder.processor(VitPoseImageProcessor, path, PoseError)
-    dtype = hf_folder.torch_dtype(spec.dtype, device)
-    model.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    dtype = hf_folder.finish(model, spec, device)
     experts = int(getattr(model.config.backbone_config, "num_experts", 1) or 1)
-    info = {"format": "transformers folder", "keypoints": n, "experts": experts,
-            "dtype": str(dtype).replace("torch.", "")}
+    info = {"format": "transformers folder", "keypoints": n, "experts": experts, "dtype": dtype}
     return Loaded(PoseBundle(model, proc, info), meta=info)
 
 
 def pose_spec(path: str, dtype: str = "auto") -> ModelSpec:
-    if dtype not in hf_folder.DTYPES:
-        raise PoseError(f"dtype {dtype!r} is not one of {', '.join(hf_folder.DTYPES)}")
+    hf_folder.check_dtype(dtype, PoseError)
     return ModelSpec(kind="pose_vitpose", path=os.path.abspath(path), build=_build, dtype=dtype)
 
 
@@ -210,7 +207,6 @@ def keypoints_json(people: list[dict], threshold: float, height: int, width: int
 def render(results: list[list[dict]], image, threshold: float):
     """(pose IMAGE on black, preview IMAGE = skeleton over the dimmed photo, list of per-image keypoint dicts)."""
     import numpy as np
-    import torch
 
     from ..core.imageops import check_image, from_uint8, to_uint8
 
@@ -226,8 +222,3 @@ def render(results: list[list[dict]], image, threshold: float):
         poses.append(canvas)
         frames.append(keypoints_json(results[i], threshold, h, w))
     return from_uint8(np.stack(poses)), from_uint8(np.stack(previews)), frames
-
-
-def count_people(frames: list[dict]) -> list[int]:
-    return [len(f["people"]) for f in frames]
-

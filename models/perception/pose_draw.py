@@ -24,7 +24,6 @@ OPENPOSE_NAMES = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist"
 COCO_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
               "right_knee", "left_ankle", "right_ankle")
-NECK = 1
 SHOULDERS_COCO = (5, 6)
 # OpenPose index → COCO index (None: the neck, computed)
 OPENPOSE_FROM_COCO = tuple(None if n == "neck" else COCO_NAMES.index(n) for n in OPENPOSE_NAMES)

@@ -24,7 +24,7 @@ KNOWN = {  # embed dim → name, as segment-anything's registry calls them
     768: "vit_b", 1024: "vit_l", 1280: "vit_h",
 }
 
-# Bounds on a prompt (issue 19). The mask decoder's cost grows with the square of the points in one object
+# Bounds on a prompt. The mask decoder's cost grows with the square of the points in one object
 # and its upsampled logits with the number of objects decoded together: 100,000 points asked for 320 GB and
 # 20,000 boxes for 84 GB. The points JSON is refused above these limits at validation; boxes from any source
 # are decoded DECODE_CHUNK objects at a time, with masks kept as booleans, so the working memory does not

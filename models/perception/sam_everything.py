@@ -72,11 +72,11 @@ def generate(sam, image_hwc: torch.Tensor, settings: Settings) -> list[dict]:
     """The generator's records for one image (H, W, C float 0..1), sorted by area."""
     from segment_anything import SamAutomaticMaskGenerator
 
-    from .sam import _to_uint8_rgb
+    from ..core.imageops import to_uint8
 
     gen = SamAutomaticMaskGenerator(sam, **settings.generator_kwargs())
     with torch.inference_mode():
-        records = gen.generate(_to_uint8_rgb(image_hwc))
+        records = gen.generate(to_uint8(image_hwc[..., :3]))
     gen.predictor.reset_image()
     return sort_records(records)
 

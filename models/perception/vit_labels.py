@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ..core.cache import Loaded, ModelSpec, get_cache
-from .hf_vision import (
+from .hf_folder import (
     VisionBundle,
     VisionModelError,
     check_dtype,
@@ -21,7 +21,7 @@ from .hf_vision import (
     from_pretrained,
     move_inputs,
     pil_images,
-    read_config,
+    read_model_config,
 )
 
 MAX_TOP_K = 1000
@@ -37,14 +37,14 @@ def _build(spec: ModelSpec, device) -> Loaded:
     from transformers import ViTForImageClassification, ViTImageProcessor
 
     path = spec.path
-    cfg = read_config(path, ("vit",), "a ViT image-classification folder", NEEDS)
+    cfg = read_model_config(path, ("vit",), "a ViT image-classification folder", NEEDS)
     archs = cfg.get("architectures") or []
     if archs and "ViTForImageClassification" not in archs:
         raise LabelsError(f"{os.path.basename(path)} is a ViT {', '.join(archs)}, not an image classifier (it has no "
                           "label head); use e.g. google/vit-base-patch16-224")
-    model = from_pretrained(ViTForImageClassification, path, "the ViT classifier")
+    model = from_pretrained(ViTForImageClassification, path, VisionModelError, "the ViT classifier")
     if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
-        processor = from_pretrained(ViTImageProcessor, path, "the ViT image processor")
+        processor = from_pretrained(ViTImageProcessor, path, VisionModelError, "the ViT image processor")
     else:
         processor = ViTImageProcessor(size={"height": int(model.config.image_size),
                                             "width": int(model.config.image_size)})

@@ -69,7 +69,7 @@ def _vision_part(sd: dict, name: str) -> dict:
 
 def config_from_state_dict(sd: dict) -> dict:
     """CLIPVisionConfig arguments read from a transformers-layout vision state dict (see the module docstring)."""
-    from ..perception.clip_arch import _vision_head_width
+    from ..perception.clip_files import vision_head_width
 
     hidden = int(sd["vision_model.embeddings.class_embedding"].shape[0])
     patch = int(sd["vision_model.embeddings.patch_embedding.weight"].shape[-1])
@@ -78,7 +78,7 @@ def config_from_state_dict(sd: dict) -> dict:
     layers = len({m.group(1) for k in sd if (m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.", k))})
     quick = (hidden == 768) or (hidden == 1024 and patch == 14)
     return dict(hidden_size=hidden, intermediate_size=int(sd["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
-                num_hidden_layers=layers, num_attention_heads=max(1, hidden // _vision_head_width(hidden)),
+                num_hidden_layers=layers, num_attention_heads=max(1, hidden // vision_head_width(hidden)),
                 patch_size=patch,
                 image_size=side * patch, projection_dim=int(sd["visual_projection.weight"].shape[0]),
                 hidden_act="quick_gelu" if quick else "gelu", layer_norm_eps=1e-5, num_channels=3)

@@ -109,7 +109,7 @@ def build_tokenizer(pad: str = "<|endoftext|>"):
     special token there too (SDXL's tokenizer_2 then reads "!!" as two pad tokens, exactly as diffusers does)."""
     from transformers import CLIPTokenizer
 
-    from ..perception.clip_base import ClipModelError, bpe_vocab_and_merges
+    from ..perception.clip_inputs import ClipModelError, bpe_vocab_and_merges
 
     try:
         vocab, merges = bpe_vocab_and_merges()

@@ -219,7 +219,7 @@ def save_folder(comps: dict, arch: str, out: Path, tokenizers: bool = True) -> N
 
 def write_tokenizer(d: Path, pad: str) -> None:
     """The classic tokenizer files of SD folders (vocab.json, merges.txt, the two small JSONs)."""
-    from visionkit_pack.models.perception.clip_base import bpe_vocab_and_merges
+    from visionkit_pack.models.perception.clip_inputs import bpe_vocab_and_merges
 
     vocab, merges = bpe_vocab_and_merges()
     d.mkdir(parents=True, exist_ok=True)

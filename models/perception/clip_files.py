@@ -1,5 +1,6 @@
 """CLIP files: what a state-dict is, and the open_clip / transformers architecture it implies (from shapes,
-sidecar configs and open_clip's shipped configs). Used by clip.py's builders."""
+sidecar configs and open_clip's shipped configs). clip_model.py builds the model from what this reads;
+the IP-Adapter vision encoder (models/sd/clip_vision.py) takes its head width from `vision_head_width`."""
 from __future__ import annotations
 
 import functools
@@ -11,12 +12,12 @@ import os
 import re
 import zipfile
 
-from .clip_base import BPE_VOCAB, ClipModelError
+from .clip_inputs import BPE_VOCAB, ClipModelError
 from ..core import identify
 
 
 # ================================================================ recognising files
-def _strip_prefixes(sd: dict) -> dict:
+def strip_prefixes(sd: dict) -> dict:
     """Drop wrapper prefixes that every key shares (DDP's `module.`, `model.`, `clip.`, `clip_model.`)."""
     for _ in range(3):
         for p in ("module.", "model.", "clip_model.", "clip.", "_orig_mod."):
@@ -49,7 +50,7 @@ def describe_foreign(sd: dict, name: str = "this file") -> str:
             "Put an open_clip checkpoint (.safetensors/.bin) or a transformers CLIPModel folder into clip_models.")
 
 
-def _torchscript_archive(path: str) -> bool:
+def is_torchscript_archive(path: str) -> bool:
     try:
         if not zipfile.is_zipfile(path):
             return False
@@ -82,7 +83,7 @@ def _shipped_open_clip_configs() -> dict:
     return out
 
 
-def _vision_head_width(width: int) -> int:
+def vision_head_width(width: int) -> int:
     """The head width open_clip's shipped ViT configs use for this width (64 unless one says otherwise)."""
     for cfg in _shipped_open_clip_configs().values():
         v = cfg.get("vision_cfg", {})
@@ -146,7 +147,7 @@ def infer_open_clip_config(sd: dict, name: str = "file") -> dict:
         if grid * grid != n_pos:
             raise ClipModelError(f"{name}: the image tower has {n_pos} patch positions, not a square grid; "
                                  "put open_clip's config next to it as open_clip_config.json")
-        head_width = _vision_head_width(width)
+        head_width = vision_head_width(width)
         vision_cfg = {
             "image_size": grid * patch, "layers": _count(sd, r"visual\.transformer\.resblocks\.(\d+)\."),
             "width": width, "patch_size": patch, "head_width": head_width,
@@ -216,7 +217,7 @@ def describe_open_clip(cfg: dict) -> str:
 
 
 # ================================================================ sidecar configs
-def _read_json(path: str, name: str) -> dict:
+def read_json(path: str, name: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -230,7 +231,7 @@ def open_clip_sidecar(path: str) -> tuple[dict | None, dict]:
     stem = base.rsplit(".", 1)[0]
     for cand in (os.path.join(folder, stem + ".json"), os.path.join(folder, "open_clip_config.json")):
         if os.path.isfile(cand):
-            data = _read_json(cand, base)
+            data = read_json(cand, base)
             if "model_cfg" in data:
                 return data.get("model_cfg"), data.get("preprocess_cfg") or {}
             if "vision_cfg" in data and "text_cfg" in data:
@@ -238,13 +239,13 @@ def open_clip_sidecar(path: str) -> tuple[dict | None, dict]:
     return None, {}
 
 
-def _name_says_quickgelu(path: str) -> bool:
+def name_says_quickgelu(path: str) -> bool:
     low = path.lower().replace("\\", "/")
     return "quickgelu" in low or "quick_gelu" in low or "openai" in low
 
 
 def _hf_heads(width: int, vision: bool) -> int:
-    hw = _vision_head_width(width) if vision else 64
+    hw = vision_head_width(width) if vision else 64
     if width % hw:
         raise ClipModelError(f"a {'vision' if vision else 'text'} tower {width} wide: its attention heads cannot be "
                              "inferred; use the model's folder with its config.json")
@@ -286,7 +287,7 @@ def infer_hf_config(sd: dict, name: str = "file") -> dict:
     return {"text_config": text, "vision_config": vision, "projection_dim": int(vproj.shape[0])}
 
 
-def _map_hf_keys(sd: dict, model_keys: dict) -> dict:
+def map_hf_keys(sd: dict, model_keys: dict) -> dict:
     """Map a file's keys onto the model's (transformers renames keys between versions): exact names first,
     then a unique model key whose name ends with the file's (or the reverse) and whose shape is equal."""
     out, pending = {}, []

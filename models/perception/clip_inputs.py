@@ -1,31 +1,25 @@
-"""CLIP basics shared by the CLIP modules: constants, errors, image preprocessing, tokenizers."""
+"""How texts and images become CLIP's inputs: the BPE tokenizers (offline, from open_clip's bundled vocabulary)
+and the image preprocessing (the libraries' eval transforms, on tensors). Also the error every CLIP module
+raises for a model it cannot run (ClipModelError); the SD text encoders use the tokenizer files and the error.
+"""
 from __future__ import annotations
 
 import functools
 import gzip
 import importlib.util
-import logging
 import os
 import threading
 from dataclasses import dataclass
 
 from ..core.errors import VisionKitError
 
-log = logging.getLogger("visionkit")
-
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 BPE_VOCAB = 49408  # CLIP's BPE: 256 bytes, 256 bytes + </w>, 48894 merges, start and end of text
-ACTIVATIONS = ("auto", "gelu", "quick_gelu")
-DTYPES = ("auto", "fp32", "fp16")
 
 
 class ClipModelError(VisionKitError):
     """A file or folder in clip_models that is not a CLIP model VisionKit can run; says what it is."""
-
-
-class ClipInputError(VisionKitError):
-    """Bad labels, templates or texts for a CLIP node; the message says how to fix them."""
 
 
 # ================================================================ preprocessing
@@ -157,7 +151,7 @@ def bpe_vocab_and_merges() -> tuple[dict, list]:
     return {v: i for i, v in enumerate(vocab)}, merges
 
 
-class _OpenClipTokenizer:
+class OpenClipTokenizer:
     """open_clip's SimpleTokenizer: (ids (N, ctx), None)."""
 
     def __init__(self, context_length: int):
@@ -186,7 +180,7 @@ class _HFTokenizer:
         return enc["input_ids"], enc["attention_mask"]
 
 
-def _hf_bpe_tokenizer(context_length: int):
+def hf_bpe_tokenizer(context_length: int):
     from transformers import CLIPTokenizer
 
     vocab, merges = bpe_vocab_and_merges()
@@ -194,7 +188,7 @@ def _hf_bpe_tokenizer(context_length: int):
     return _HFTokenizer(tok, context_length)
 
 
-def _hf_folder_tokenizer(folder: str, context_length: int):
+def hf_folder_tokenizer(folder: str, context_length: int):
     """The folder's own tokenizer files (tokenizer.json or vocab.json + merges.txt), or None."""
     has = lambda *names: all(os.path.isfile(os.path.join(folder, n)) for n in names)
     if not (has("tokenizer.json") or has("vocab.json", "merges.txt")):

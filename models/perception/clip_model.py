@@ -1,6 +1,6 @@
-"""CLIP (image + text towers): zero-shot classification and image–text similarity, through the shared cache.
+"""A CLIP model (image + text towers) built from a file or folder in `clip_models`, through the shared cache.
 
-What a file in `clip_models` may be:
+What a file in `clip_models` may be (clip_files.py reads the architecture from it):
 - an open_clip checkpoint (.safetensors / .bin / .pt / .pth; the training `epoch_N.pt` layout and
   `module.` prefixes included). Its architecture is read from the tensors: ViT (width, layers, patch and
   image size, MLP ratio, layer scale, pre-LN), ModifiedResNet (RN50-style), text tower (width, layers,
@@ -18,63 +18,45 @@ or "quickgelu" → QuickGELU), else the library's default (open_clip: GELU; tran
 
 Tokenizer: open_clip checkpoints use open_clip's SimpleTokenizer (offline: the BPE file ships inside
 open_clip). transformers models use their folder's tokenizer files, else a CLIPTokenizer built in
-memory from that same BPE file (the ids equal open_clip's).
-
-Preprocessing is done here on torch tensors, as the libraries do on PIL images: resize the shortest
-side (bicubic, antialiased, 8-bit passes, as PIL) to the model's size, centre crop, normalise with the
-model's mean/std. open_clip rounds the crop offset, transformers floors it; both are followed.
+memory from that same BPE file (the ids equal open_clip's). Images are preprocessed on torch tensors as
+the libraries do on PIL images (clip_inputs.py); this module picks the model's size, mean/std and crop.
 """
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
 
-from ..core import host
 from ..core.cache import Loaded, ModelSpec, get_cache
 from ..core.weights import WeightsError, load_state_dict
-from .clip_arch import (  # noqa: F401  (re-exported: clip is the CLIP API)
-    _count,
-    _has,
-    _hf_heads,
-    _map_hf_keys,
-    _name_says_quickgelu,
-    _norm,
-    _ratio,
-    _read_json,
-    _shipped_open_clip_configs,
-    _strip_prefixes,
-    _torchscript_archive,
-    _vision_head_width,
+from .clip_files import (
     classify_state_dict,
     describe_foreign,
     describe_open_clip,
     infer_hf_config,
     infer_open_clip_config,
-    matching_open_clip_name,
+    is_torchscript_archive,
+    map_hf_keys,
+    name_says_quickgelu,
     open_clip_sidecar,
+    read_json,
+    strip_prefixes,
 )
-from .clip_base import (  # noqa: F401  (re-exported: clip is the CLIP API)
-    ACTIVATIONS,
+from .clip_inputs import (
     BPE_VOCAB,
-    DTYPES,
     OPENAI_MEAN,
     OPENAI_STD,
-    ClipInputError,
     ClipModelError,
+    OpenClipTokenizer,
     Preprocess,
-    _bytes_to_unicode,
-    _crop_or_pad,
-    _hf_bpe_tokenizer,
-    _hf_folder_tokenizer,
-    _HFTokenizer,
-    _OpenClipTokenizer,
-    _resize_like_pil,
-    _resized_shortest,
-    bpe_path,
-    bpe_vocab_and_merges,
-    log,
-    preprocess_images,
+    hf_bpe_tokenizer,
+    hf_folder_tokenizer,
 )
+from .hf_folder import first_line
+
+log = logging.getLogger("visionkit")
+
+ACTIVATIONS = ("auto", "gelu", "quick_gelu")
+DTYPES = ("auto", "fp32", "fp16")
 
 
 # ================================================================ the loaded model
@@ -177,7 +159,7 @@ def _build_open_clip(sd: dict, path: str, activation: str, device, dtype):
     side_cfg, side_pre = open_clip_sidecar(path)
     cfg = dict(side_cfg) if side_cfg else infer_open_clip_config(sd, name)
     if activation == "auto":
-        quick = bool(cfg.get("quick_gelu")) if side_cfg else _name_says_quickgelu(path)
+        quick = bool(cfg.get("quick_gelu")) if side_cfg else name_says_quickgelu(path)
     else:
         quick = activation == "quick_gelu"
     cfg["quick_gelu"] = quick
@@ -223,7 +205,7 @@ def _build_open_clip(sd: dict, path: str, activation: str, device, dtype):
                      interpolation="bilinear" if side_pre.get("interpolation") == "bilinear" else "bicubic",
                      crop_rounding="round")
     ctx = int(t.get("context_length", 77))
-    return ClipModel("open_clip", model, _OpenClipTokenizer(ctx), pre, ctx, describe_open_clip(cfg))
+    return ClipModel("open_clip", model, OpenClipTokenizer(ctx), pre, ctx, describe_open_clip(cfg))
 
 
 # ---------------------------------------------------------------- transformers
@@ -231,7 +213,7 @@ def _hf_preprocess(folder: str | None, vision_cfg, name: str) -> Preprocess:
     image_size = int(vision_cfg.image_size)
     cfg = {}
     if folder and os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-        cfg = _read_json(os.path.join(folder, "preprocessor_config.json"), name)
+        cfg = read_json(os.path.join(folder, "preprocessor_config.json"), name)
     crop = cfg.get("crop_size", image_size)
     if isinstance(crop, dict):
         crop_hw = (int(crop.get("height", image_size)), int(crop.get("width", image_size)))
@@ -269,7 +251,7 @@ def _describe_hf(config, source: str) -> str:
 
 def _build_hf_folder(folder: str, activation: str, device, dtype):
     name = os.path.basename(folder.rstrip(os.sep))
-    cfg = _read_json(os.path.join(folder, "config.json"), name)
+    cfg = read_json(os.path.join(folder, "config.json"), name)
     mt = cfg.get("model_type", "")
     if mt != "clip":
         what = {
@@ -294,7 +276,7 @@ def _build_hf_folder(folder: str, activation: str, device, dtype):
     try:
         config = CLIPConfig.from_pretrained(folder, local_files_only=True)
     except Exception as ex:
-        raise ClipModelError(f"{name}: its config.json is not a CLIP config transformers can read ({_first_line(ex)})") \
+        raise ClipModelError(f"{name}: its config.json is not a CLIP config transformers can read ({first_line(ex)})") \
             from ex
     if activation != "auto":
         config.text_config.hidden_act = activation
@@ -303,7 +285,7 @@ def _build_hf_folder(folder: str, activation: str, device, dtype):
         model, info = CLIPModel.from_pretrained(folder, config=config, local_files_only=True, dtype=dtype,
                                                 output_loading_info=True)
     except Exception as ex:
-        raise ClipModelError(f"{name}: transformers could not load its weights ({_first_line(ex)}); the download may "
+        raise ClipModelError(f"{name}: transformers could not load its weights ({first_line(ex)}); the download may "
                              "be incomplete: download the folder again") from ex
     bad = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
     mism = info.get("mismatched_keys", [])
@@ -313,7 +295,7 @@ def _build_hf_folder(folder: str, activation: str, device, dtype):
                              "download the folder again")
     model.eval().requires_grad_(False).to(device=device)
     ctx = int(config.text_config.max_position_embeddings)
-    tok = _hf_folder_tokenizer(folder, ctx) or _hf_bpe_tokenizer(ctx)
+    tok = hf_folder_tokenizer(folder, ctx) or hf_bpe_tokenizer(ctx)
     return ClipModel("transformers", model, tok, _hf_preprocess(folder, config.vision_config, name), ctx,
                      _describe_hf(config, "folder "))
 
@@ -323,7 +305,7 @@ def _build_hf_file(sd: dict, path: str, activation: str, device, dtype):
 
     name = os.path.basename(path)
     side = os.path.join(os.path.dirname(path), name.rsplit(".", 1)[0] + ".json")
-    side_cfg = _read_json(side, name) if os.path.isfile(side) else None
+    side_cfg = read_json(side, name) if os.path.isfile(side) else None
     if side_cfg is not None and side_cfg.get("model_type") == "clip":
         config = CLIPConfig(**{k: v for k, v in side_cfg.items() if k not in ("architectures", "transformers_version")})
     else:
@@ -335,17 +317,12 @@ def _build_hf_file(sd: dict, path: str, activation: str, device, dtype):
         config.vision_config.hidden_act = activation
     model = CLIPModel(config)
     keys = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    sd = _map_hf_keys(sd, keys)
+    sd = map_hf_keys(sd, keys)
     _load_checked(model, sd, name, _describe_hf(config, "file "))
     model.eval().requires_grad_(False).to(device=device, dtype=dtype)
     ctx = int(config.text_config.max_position_embeddings)
-    return ClipModel("transformers", model, _hf_bpe_tokenizer(ctx), _hf_preprocess(None, config.vision_config, name),
+    return ClipModel("transformers", model, hf_bpe_tokenizer(ctx), _hf_preprocess(None, config.vision_config, name),
                      ctx, _describe_hf(config, "file "))
-
-
-def _first_line(ex: BaseException) -> str:
-    s = str(ex).strip().splitlines()
-    return (s[0] if s else type(ex).__name__)[:200]
 
 
 def _build(spec: ModelSpec, device) -> Loaded:
@@ -359,7 +336,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
                                  "config.json and model.safetensors")
         cm = _build_hf_folder(path, activation, device, dtype)
     else:
-        if _torchscript_archive(path):
+        if is_torchscript_archive(path):
             raise ClipModelError(f"{name} is a TorchScript archive (OpenAI's original ViT-*.pt / RN*.pt release), "
                                  "which VisionKit does not load (it can run code); use the same model as open_clip "
                                  "weights (.safetensors / open_clip_pytorch_model.bin) or a transformers folder")
@@ -367,7 +344,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
             sd = load_state_dict(path)
         except WeightsError as ex:
             raise ClipModelError(str(ex)) from ex
-        sd = _strip_prefixes(sd)
+        sd = strip_prefixes(sd)
         try:
             family = classify_state_dict(sd)
         except ClipModelError as ex:
@@ -392,169 +369,3 @@ def load_clip_model(path: str, dtype: str = "auto", activation: str = "auto"):
     """Load (or find in the cache) and return (spec, cache entry); a broken file fails here."""
     spec = clip_spec(path, dtype, activation)
     return spec, get_cache().load(spec)
-
-
-# ================================================================ labels and templates
-_SEPARATORS = ",;|"
-
-
-def parse_lines(text: str, what: str = "labels") -> list[str]:
-    """One entry per line; blank lines and lines of only separators (, ; |) dropped; separators at the ends
-    of a line stripped ("cat," → "cat"); duplicates dropped (the first one kept)."""
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise ClipInputError(f"{what} must be text (one per line), not {type(text).__name__}")
-    out: dict[str, None] = {}
-    for line in text.splitlines():
-        s = line.strip().strip(_SEPARATORS + " \t").strip()
-        if s:
-            out.setdefault(s, None)
-    return list(out)
-
-
-def parse_labels(text: str) -> list[str]:
-    labels = parse_lines(text, "labels")
-    if not labels:
-        raise ClipInputError("no labels were given: write the candidate texts one per line (e.g. 'cat', 'dog', "
-                             "'a car'); blank lines and lines of only , ; | are ignored")
-    return labels
-
-
-def parse_templates(text: str) -> list[str]:
-    """Prompt templates, one per line, each with {} where the label goes; none = the label as it is.
-    Several templates are an ensemble: a label's text embedding is the mean over its templates."""
-    templates = parse_lines(text, "template")
-    for t in templates:
-        if "{}" not in t:
-            raise ClipInputError(f"template {t!r} has no {{}} where the label goes; write e.g. 'a photo of {{}}.' "
-                                 "(one template per line), or leave it empty to use the labels as they are")
-    return templates
-
-
-def apply_templates(labels: list[str], templates: list[str]) -> list[list[str]]:
-    """The prompts of each label (one per template; the label itself when there is no template)."""
-    if not templates:
-        return [[label] for label in labels]
-    return [[t.replace("{}", label) for t in templates] for label in labels]
-
-
-# ================================================================ inference
-IMAGE_CHUNK_CPU = 8
-IMAGE_CHUNK_CUDA = 64
-TEXT_CHUNK = 256
-
-
-def image_chunk(model: ClipModel) -> int:
-    device, _ = model.device_dtype()
-    return IMAGE_CHUNK_CUDA if device.type == "cuda" else IMAGE_CHUNK_CPU
-
-
-def image_features(model: ClipModel, images, progress=None):
-    """Normalised image embeddings (B, D) of an IMAGE batch, in chunks, with a progress bar (ComfyUI's on the
-    node; `progress(done, total)` is called too when given)."""
-    import torch
-
-    from ..core.imageops import check_image
-
-    images = check_image(images)
-    device, dtype = model.device_dtype()
-    n = images.shape[0]
-    bar = host.Progress(n, progress)
-    step = image_chunk(model)
-    feats = []
-    for i in range(0, n, step):
-        host.throw_if_cancelled()
-        # one image at a time through the resize (memory: one full-size image), then one network call
-        px = torch.cat([preprocess_images(images[j:j + 1], model.preprocess, device=device, dtype=dtype)
-                        for j in range(i, min(i + step, n))])
-        feats.append(model.encode_pixels(px))
-        bar.update(min(step, n - i))
-    return torch.cat(feats)
-
-
-def text_features(model: ClipModel, prompts: list[list[str]]):
-    """Normalised text embeddings (L, D): per label the mean of its prompts' embeddings, renormalised."""
-    import torch
-
-    flat = [p for group in prompts for p in group]
-    chunks = [model.encode_texts(flat[i:i + TEXT_CHUNK]) for i in range(0, len(flat), TEXT_CHUNK)]
-    f = torch.cat(chunks)
-    out, i = [], 0
-    for group in prompts:
-        g = f[i:i + len(group)].mean(dim=0)
-        out.append(g / g.norm())
-        i += len(group)
-    return torch.stack(out)
-
-
-@dataclass
-class ZeroShotResult:
-    labels: list[str]
-    logits: object  # (B, L) float32
-    probs: object  # (B, L)
-    similarity: object  # (B, L) cosine similarity
-    per_image: list = field(default_factory=list)  # [{"image", "best", "probability", "labels": [...]}]
-
-
-def zero_shot(spec: ModelSpec, images, labels_text: str, template_text: str = "", progress=None) -> ZeroShotResult:
-    """Zero-shot classification: for each image, the probability of each label (softmax over labels)."""
-    import torch
-
-    from ..core.imageops import check_image
-
-    labels = parse_labels(labels_text)
-    templates = parse_templates(template_text)
-    images = check_image(images)
-    with get_cache().use(spec) as model:
-        tf = text_features(model, apply_templates(labels, templates))
-        imf = image_features(model, images, progress)
-        sim = imf @ tf.to(imf.device).T
-        logits = model.logit_scale().to(sim.device) * sim
-        bias = model.logit_bias()
-        if bias is not None:
-            logits = logits + bias.to(sim.device)
-    probs = torch.softmax(logits, dim=-1)
-    sim, logits, probs = sim.cpu(), logits.cpu(), probs.cpu()
-    res = ZeroShotResult(labels, logits, probs, sim)
-    for b in range(probs.shape[0]):
-        order = sorted(range(len(labels)), key=lambda j: (-float(probs[b, j]), j))
-        rows = [{"label": labels[j], "probability": float(probs[b, j]), "similarity": float(sim[b, j]),
-                 "logit": float(logits[b, j])} for j in order]
-        res.per_image.append({"image": b, "best": rows[0]["label"], "probability": rows[0]["probability"],
-                              "labels": rows})
-    return res
-
-
-@dataclass
-class RankResult:
-    order: list[int]  # image indexes, best first
-    similarity: object  # (B,) cosine similarity of each image to the text
-    logits: object  # (B,)
-    probs: object  # (B,) softmax over the images: "which image is the text about"
-    rows: list = field(default_factory=list)
-
-
-def rank_images(spec: ModelSpec, images, text: str, template_text: str = "", progress=None) -> RankResult:
-    """Rank a batch of images against one text (its templates averaged), best match first (ties: lower index)."""
-    import torch
-
-    from ..core.imageops import check_image
-
-    if not isinstance(text, str) or not text.strip():
-        raise ClipInputError("the text to rank the images against is empty; describe what you look for, "
-                             "e.g. 'a red car at night'")
-    templates = parse_templates(template_text)
-    images = check_image(images)
-    prompt = " ".join(text.split())
-    with get_cache().use(spec) as model:
-        tf = text_features(model, apply_templates([prompt], templates))[0]
-        imf = image_features(model, images, progress)
-        sim = imf @ tf.to(imf.device)
-        logits = model.logit_scale().to(sim.device) * sim
-    probs = torch.softmax(logits, dim=0)
-    sim, logits, probs = sim.cpu(), logits.cpu(), probs.cpu()
-    order = sorted(range(sim.shape[0]), key=lambda i: (-float(sim[i]), i))
-    rows = [{"rank": r, "index": i, "similarity": float(sim[i]), "probability": float(probs[i]),
-             "logit": float(logits[i])} for r, i in enumerate(order)]
-    return RankResult(order, sim, logits, probs, rows)
