@@ -116,7 +116,7 @@ def test_upscale_validator_explains_values_that_are_not_numbers(pack, kw, says):
 
 
 def test_deeply_nested_prompt_is_refused_at_validation_and_in_the_engine(pack):
-    from visionkit_pack.models.sd import prompt as P
+    from visionkit_pack.models.sd import prompt_tokens as P
 
     deep = "(" * 5000 + "a" + ")" * 5000
     out = pack.NODE_CLASS_MAPPINGS["VisionKitPromptEncode"].VALIDATE_INPUTS(0, deep, "")
@@ -134,7 +134,7 @@ def test_the_parser_needs_no_recursion(monkeypatch):
     """Iterative: a nesting at the limit parses with a recursion limit far below it."""
     import sys
 
-    from visionkit_pack.models.sd import prompt as P
+    from visionkit_pack.models.sd import prompt_tokens as P
 
     text = "(" * P.MAX_NESTING + "a" + ")" * P.MAX_NESTING
     old = sys.getrecursionlimit()

@@ -26,7 +26,7 @@ import re
 
 import torch
 
-from ..core.cache import Loaded, ModelSpec, get_cache
+from ..core.cache import Loaded, ModelSpec
 from ..core.host import default_dtype
 from ..core.weights import WeightsError, load_state_dict
 from .types import GenerationError
@@ -159,12 +159,6 @@ def encoder_name(hidden: int) -> str:
 
 def clip_vision_spec(path: str, dtype: str = "auto") -> ModelSpec:
     return ModelSpec(kind=KIND, path=path, build=_build, dtype=dtype)
-
-
-def load_clip_vision(path: str, dtype: str = "auto"):
-    """Cache entry (meta: hidden, projection, image_size, encoder) of a CLIP vision encoder."""
-    spec = clip_vision_spec(path, dtype)
-    return spec, get_cache().load(spec)
 
 
 # ---------------------------------------------------------------- what a file is (core/identify.py)
