@@ -27,8 +27,8 @@ import re
 import torch
 
 from ..core.cache import Loaded, ModelSpec
-from ..core.host import default_dtype
 from ..core.weights import WeightsError, load_state_dict
+from .pipeline import torch_dtype
 from .types import GenerationError
 from ..core import identify
 
@@ -145,9 +145,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
     name = os.path.basename(spec.path.rstrip(os.sep))
     cfg, sd, source = read_clip_vision(spec.path)
     model = build_clip_vision(cfg, sd, name).requires_grad_(False)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.dtype) \
-        or default_dtype(device)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=torch_dtype(spec.dtype, device))
     c = model.config
     return Loaded(model, meta={"source": source, "hidden": c.hidden_size, "projection": c.projection_dim,
                                "image_size": c.image_size, "encoder": encoder_name(c.hidden_size)})

@@ -33,10 +33,10 @@ import torch
 
 from ..core import identify
 from ..core.cache import Loaded, ModelSpec, get_cache
-from ..core.host import default_dtype
 from ..core.imageops import check_image
 from ..core.patching import RunPatches
 from .controlnet_files import ControlNetError, build_controlnet, read_controlnet
+from .pipeline import torch_dtype
 from .run_hooks import RunHook
 from .types import arch_mismatch, check_chain_arch
 
@@ -52,17 +52,12 @@ class ControlNetHandle:
     name: str = ""
 
 
-def _torch_dtype(spec_dtype: str, device):
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec_dtype) \
-        or default_dtype(device)
-
-
 def _build(spec: ModelSpec, device) -> Loaded:
     name = os.path.basename(spec.path.rstrip(os.sep))
     cfg, sd, arch, layout = read_controlnet(spec.path)
     model = build_controlnet(cfg, sd, name)
     model.eval().requires_grad_(False).to(device=device)
-    dtype = _torch_dtype(spec.dtype, device)
+    dtype = torch_dtype(spec.dtype, device)
     if next(model.parameters()).dtype != dtype:
         model.to(dtype=dtype)
     return Loaded(model, meta={"arch": arch, "layout": layout})

@@ -40,12 +40,12 @@ import torch
 
 from ..core import identify
 from ..core.cache import Loaded, ModelSpec, get_cache
-from ..core.host import default_dtype
 from ..core.imageops import check_image
 from ..core.weights import WeightsError, load_state_dict
 from ..perception.faces import analyze
 from .controlnet import ControlNetError, ControlNetHandle, load_controlnet
 from .instantid_keypoints import keypoints_image
+from .pipeline import torch_dtype
 from .resampler import resampler_to_diffusers
 from .types import ARCH_NAMES, INSTANTID_TYPE, ControlEntry, GenerationError, append_control
 
@@ -198,17 +198,12 @@ def _check_ip(ip: dict, shape: ResamplerShape, name: str) -> None:
                              f"makes {shape.output_dim}-wide ones; the file is damaged or mixed")
 
 
-def _torch_dtype(spec_dtype: str, device):
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec_dtype) \
-        or default_dtype(device)
-
-
 def _build(spec: ModelSpec, device) -> Loaded:
     name = os.path.basename(spec.path)
     proj, ip = read_adapter(spec.path)
     shape = resampler_shape(proj, name)
     _check_ip(ip, shape, name)
-    dtype = _torch_dtype(spec.dtype, device)
+    dtype = torch_dtype(spec.dtype, device)
     resampler = build_resampler(proj, shape, name).to(device=device, dtype=dtype)
     bag = _TensorBag({k: v.to(dtype) for k, v in ip.items()}).to(device)
     return Loaded(InstantIDAdapter(resampler, bag, shape), meta={"tokens": shape.num_queries,

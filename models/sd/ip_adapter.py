@@ -26,9 +26,9 @@ import torch
 
 from ..core import identify
 from ..core.cache import Loaded, ModelSpec, get_cache
-from ..core.host import default_dtype
 from ..core.weights import WeightsError, load_state_dict
 from .clip_vision import ENCODER_NAMES, PROJECTION_NAMES, clip_vision_spec
+from .pipeline import torch_dtype
 from .resampler import resampler_to_diffusers
 from .types import ARCH_NAMES, GenerationError
 
@@ -223,9 +223,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
     proj, ip = read_ipadapter(spec.path)
     info = inspect_ipadapter(proj, ip, name)
     model = IPAdapterModel(build_image_proj(info, proj, name), ip, info).requires_grad_(False)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.dtype) \
-        or default_dtype(device)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=torch_dtype(spec.dtype, device))
     return Loaded(model, meta={"kind": info.kind, "arch": info.arch, "tokens": info.tokens, "layers": info.layers})
 
 

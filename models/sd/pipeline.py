@@ -34,7 +34,6 @@ from .convert import (
     PipelineLoadError,
     convert,
     convert_vae_file,
-    describe_foreign,
     detect,
     shipped_config,
 )
@@ -56,6 +55,11 @@ def resolve_dtype(dtype: str) -> str:
     if dtype == "auto":
         return "fp16" if host.default_dtype() == torch.float16 else "fp32"
     return dtype
+
+
+def torch_dtype(dtype: str, device=None) -> torch.dtype:
+    """A model spec's dtype name as a torch dtype; "auto" (or anything else) is the device's default."""
+    return TORCH_DTYPES.get(dtype) or host.default_dtype(device)
 
 
 # ================================================================ building modules
@@ -335,5 +339,5 @@ def use_pipeline(handle: PipelineHandle) -> Iterator[Components]:
                 yield replace(comps, vae=vae)
 
 
-__all__ = ["DTYPES", "PipelineLoadError", "build_tokenizer", "describe_foreign", "detect_folder", "load_pipeline",
+__all__ = ["DTYPES", "PipelineLoadError", "build_tokenizer", "detect_folder", "load_pipeline",
            "pipeline_spec", "resolve_dtype", "use_pipeline", "vae_spec"]
