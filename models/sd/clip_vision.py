@@ -26,11 +26,11 @@ import re
 
 import torch
 
+from ..core import identify
 from ..core.cache import Loaded, ModelSpec
 from ..core.weights import WeightsError, load_state_dict
 from .pipeline import torch_dtype
 from .types import GenerationError
-from ..core import identify
 
 KIND = "clip_vision"
 ENCODER_NAMES = {1024: "ViT-L/14", 1280: "ViT-H/14", 1664: "ViT-bigG/14", 768: "ViT-B"}  # by hidden width

@@ -47,7 +47,13 @@ from .controlnet import ControlNetError, ControlNetHandle, load_controlnet
 from .instantid_keypoints import keypoints_image
 from .pipeline import torch_dtype
 from .resampler import resampler_to_diffusers
-from .types import ARCH_NAMES, INSTANTID_TYPE, ControlEntry, GenerationError, append_control
+from .types import (
+    ARCH_NAMES,
+    INSTANTID_TYPE,
+    ControlEntry,
+    GenerationError,
+    append_control,
+)
 
 log = logging.getLogger("visionkit")
 

@@ -15,7 +15,12 @@ import torch
 from ..core.cache import get_cache
 from .controlnet import ControlNetRun
 from .instantid import InstantIDAdapter, InstantIDError, InstantIDHandle
-from .ip_attention import IPAttentionError, IPTerm, install_ip_attention, ip_layers_from_state_dict
+from .ip_attention import (
+    IPAttentionError,
+    IPTerm,
+    install_ip_attention,
+    ip_layers_from_state_dict,
+)
 from .run_hooks import RunHook
 from .types import ControlEntry
 

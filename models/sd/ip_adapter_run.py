@@ -24,7 +24,12 @@ import torch
 from ..core.cache import get_cache
 from ..core.imageops import check_image
 from .ip_adapter import IPAdapterError, IPAdapterHandle, IPAdapterModel
-from .ip_attention import IPAttentionError, IPTerm, install_ip_attention, ip_layers_from_state_dict
+from .ip_attention import (
+    IPAttentionError,
+    IPTerm,
+    install_ip_attention,
+    ip_layers_from_state_dict,
+)
 from .run_hooks import RunHook
 from .types import IPADAPTER_TYPE
 

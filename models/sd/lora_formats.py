@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core import identify
 from . import lora_lycoris as lycoris
 from .types import ARCH_NAMES, GenerationError
-from ..core import identify
 
 log = logging.getLogger("visionkit")
 

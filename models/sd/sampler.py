@@ -41,10 +41,10 @@ import torch
 from ..core import host
 from ..core.imageops import check_image, match_mask
 from ..core.patching import RunPatches
+from . import lora
 from .controlnet import ControlNetHook
 from .instantid_run import InstantIDHook
 from .ip_adapter_run import IPAdapterHook
-from . import lora
 from .memory import check_memory, interruptible
 from .pipeline import use_pipeline
 from .prompt import repeat_to_common_length
