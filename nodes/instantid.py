@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..models.core import folders
 from ..models.perception.faces import FACE_MODEL_TYPE
-from ..models.sd.instantid import HANDLE_TYPE, apply_instantid, load_instantid
+from ..models.sd.instantid import apply_instantid, load_instantid
+from ..models.sd.types import CONTROL_TYPE, INSTANTID_TYPE
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
@@ -25,7 +26,7 @@ class VisionKitInstantIDLoader:
                    "folder or file). Nothing is downloaded; SD1.5 files are refused with a message.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = (HANDLE_TYPE,)
+    RETURN_TYPES = (INSTANTID_TYPE,)
     RETURN_NAMES = ("instantid",)
     OUTPUT_TOOLTIPS = ("InstantID (adapter + IdentityNet), for Apply InstantID.",)
 
@@ -61,7 +62,7 @@ class VisionKitInstantIDApply:
                    "face of each image is used. No face found is an error naming the image.")
     CATEGORY = f"{CATEGORY}/generation"
     FUNCTION = "apply"
-    RETURN_TYPES = ("VK_CONTROL", "IMAGE")
+    RETURN_TYPES = (CONTROL_TYPE, "IMAGE")
     RETURN_NAMES = ("control", "keypoints")
     OUTPUT_TOOLTIPS = ("The chain with InstantID appended; connect it to the sampler or another Apply node.",
                        "The keypoint image the IdentityNet sees (for preview), at the pose / face image's size.")
@@ -70,7 +71,7 @@ class VisionKitInstantIDApply:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instantid": (HANDLE_TYPE, {"tooltip": "From VisionKit Load InstantID."}),
+                "instantid": (INSTANTID_TYPE, {"tooltip": "From VisionKit Load InstantID."}),
                 "face_model": (FACE_MODEL_TYPE, {"tooltip": "From VisionKit Load Face Analysis (antelopev2: its "
                                                             "ArcFace embeddings are what InstantID was trained on)."}),
                 "face_image": ("IMAGE", {"tooltip": "The reference face(s). Several images: their face embeddings "
@@ -94,7 +95,7 @@ class VisionKitInstantIDApply:
                                                     "instead of the reference face (one keypoint image per pose "
                                                     "image). Best with the output's aspect ratio: the keypoint image "
                                                     "is resized to the output size."}),
-                "control": ("VK_CONTROL", {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
+                "control": (CONTROL_TYPE, {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
                                                       "append to."}),
             },
         }

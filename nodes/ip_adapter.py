@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from ..models.core import folders
 from ..models.core.imageops import check_image, check_mask
-from ..models.sd.ip_adapter import COMBINE, HANDLE_TYPE, MODES, load_ipadapter
-from ..models.sd.types import ARCH_NAMES, ControlEntry, GenerationError, append_control
+from ..models.sd.ip_adapter import load_ipadapter
+from ..models.sd.ip_adapter_run import COMBINE, MODES
+from ..models.sd.types import ARCH_NAMES, CONTROL_TYPE, IPADAPTER_TYPE, ControlEntry, GenerationError, append_control
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
@@ -28,7 +29,7 @@ class VisionKitIPAdapterLoader:
                    "encoder it needs are read from the weights; a wrong pair is explained. Nothing is downloaded.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = (HANDLE_TYPE,)
+    RETURN_TYPES = (IPADAPTER_TYPE,)
     RETURN_NAMES = ("ipadapter",)
     OUTPUT_TOOLTIPS = ("The IP-Adapter with its image encoder, for Apply IP-Adapter.",)
 
@@ -66,7 +67,7 @@ class VisionKitIPAdapterApply:
                    "InstantStyle blocks only. Chain several for several references or adapters; they add up.")
     CATEGORY = f"{CATEGORY}/generation"
     FUNCTION = "apply"
-    RETURN_TYPES = ("VK_CONTROL",)
+    RETURN_TYPES = (CONTROL_TYPE,)
     RETURN_NAMES = ("control",)
     OUTPUT_TOOLTIPS = ("The chain with this IP-Adapter appended; connect it to the sampler or another Apply node.",)
 
@@ -74,7 +75,7 @@ class VisionKitIPAdapterApply:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "ipadapter": (HANDLE_TYPE, {"tooltip": "From VisionKit Load IP-Adapter."}),
+                "ipadapter": (IPADAPTER_TYPE, {"tooltip": "From VisionKit Load IP-Adapter."}),
                 "image": ("IMAGE", {"tooltip": "The reference image(s). Centre-cropped to a square and resized to the "
                                                "image encoder's input (224 px for the real encoders)."}),
                 "weight": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.01, "tooltip":
@@ -97,7 +98,7 @@ class VisionKitIPAdapterApply:
                 "attn_mask": ("MASK", {"tooltip": "Where the reference acts (1 = here, 0 = not), in output-image "
                                                   "coordinates; resized to every attention layer. One mask for all "
                                                   "images or one per image."}),
-                "control": ("VK_CONTROL", {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
+                "control": (CONTROL_TYPE, {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
                                                       "append to."}),
             },
         }

@@ -4,8 +4,8 @@ from __future__ import annotations
 from ..models.core import folders
 from ..models.core.imageops import check_image
 from ..models.perception.canny import canny_edges
-from ..models.sd.controlnet import HANDLE_TYPE, load_controlnet
-from ..models.sd.types import ARCH_NAMES, ControlEntry, GenerationError, append_control
+from ..models.sd.controlnet import load_controlnet
+from ..models.sd.types import ARCH_NAMES, CONTROL_TYPE, CONTROLNET_TYPE, ControlEntry, GenerationError, append_control
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
@@ -25,7 +25,7 @@ class VisionKitControlNetLoader:
                    "is downloaded.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = (HANDLE_TYPE,)
+    RETURN_TYPES = (CONTROLNET_TYPE,)
     RETURN_NAMES = ("controlnet",)
     OUTPUT_TOOLTIPS = ("The ControlNet, for Apply ControlNet.",)
 
@@ -53,7 +53,7 @@ class VisionKitControlNetApply:
                    "applies the chain to both prompts.")
     CATEGORY = f"{CATEGORY}/generation"
     FUNCTION = "apply"
-    RETURN_TYPES = ("VK_CONTROL",)
+    RETURN_TYPES = (CONTROL_TYPE,)
     RETURN_NAMES = ("control",)
     OUTPUT_TOOLTIPS = ("The chain with this ControlNet appended; connect it to the sampler or another Apply node.",)
 
@@ -61,7 +61,7 @@ class VisionKitControlNetApply:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "controlnet": (HANDLE_TYPE, {"tooltip": "From VisionKit Load ControlNet."}),
+                "controlnet": (CONTROLNET_TYPE, {"tooltip": "From VisionKit Load ControlNet."}),
                 "image": ("IMAGE", {"tooltip": "The hint image (edges, depth, pose ...), resized to the output size. "
                                                "One image for the whole batch, or one per generated image."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
@@ -73,7 +73,7 @@ class VisionKitControlNetApply:
                                 "start <= i/n < end)."}),
             },
             "optional": {
-                "control": ("VK_CONTROL", {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
+                "control": (CONTROL_TYPE, {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "
                                                       "append to."}),
             },
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..models.core import folders
 from ..models.sd.pipeline import DTYPES, load_pipeline
+from ..models.sd.types import PIPELINE_TYPE
 from .common import CATEGORY, file_fingerprint
 
 SOURCES = ("checkpoints", "diffusers")
@@ -47,7 +48,7 @@ class VisionKitPipelineLoader:
                    "with configs shipped in the pack. Components are shared with every other node using the same file.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_PIPELINE",)
+    RETURN_TYPES = (PIPELINE_TYPE,)
     RETURN_NAMES = ("pipeline",)
     OUTPUT_TOOLTIPS = ("The pipeline (UNet, VAE, text encoders, tokenizers, scheduler config, architecture), for "
                        "Prompt Encode, LoRA / ControlNet loaders and the sampler.",)

@@ -7,7 +7,7 @@ import math
 from ..models.core import folders
 from ..models.core.cache import get_cache
 from ..models.sd.lora import check_fits, load_lora
-from ..models.sd.types import LoraRef, arch_mismatch
+from ..models.sd.types import PIPELINE_TYPE, LoraRef, arch_mismatch
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 log = logging.getLogger("visionkit")
@@ -20,7 +20,7 @@ class VisionKitLoraLoader:
                    "and other workflows using the same pipeline never see it.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_PIPELINE",)
+    RETURN_TYPES = (PIPELINE_TYPE,)
     RETURN_NAMES = ("pipeline",)
     OUTPUT_TOOLTIPS = ("The pipeline with this LoRA added after any LoRAs it already had.",)
 
@@ -28,7 +28,7 @@ class VisionKitLoraLoader:
     def INPUT_TYPES(cls):
         strength = {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}
         return {"required": {
-            "pipeline": ("VK_PIPELINE", {"tooltip": "From VisionKit Load Pipeline (or another Load LoRA)."}),
+            "pipeline": (PIPELINE_TYPE, {"tooltip": "From VisionKit Load Pipeline (or another Load LoRA)."}),
             "lora_name": model_combo("loras", "The LoRA file; SD1.5 or SDXL, matching the pipeline."),
             "strength_model": ("FLOAT", {**strength, "tooltip": "How strongly the LoRA changes the UNet (0 = not at "
                                          "all, 1 = as trained, negative inverts it)."}),

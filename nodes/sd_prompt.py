@@ -1,8 +1,9 @@
 """Prompt Encode (CLIP): a pipeline's text encoders turn the positive and negative prompt into VK_CONDITIONING."""
 from __future__ import annotations
 
-from ..models.sd.prompt import MIN_CLIP_LAYER, SizeCond, check_nesting, encode_pair
-from ..models.sd.types import GenerationError, PipelineHandle
+from ..models.sd.prompt import MIN_CLIP_LAYER, SizeCond, encode_pair
+from ..models.sd.prompt_tokens import check_nesting
+from ..models.sd.types import CONDITIONING_TYPE, PIPELINE_TYPE, GenerationError, PipelineHandle
 from .common import CATEGORY
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION
@@ -49,7 +50,7 @@ class VisionKitPromptEncode:
         "negative prompt is the empty prompt's encoding.")
     CATEGORY = f"{CATEGORY}/generation"
     FUNCTION = "encode"
-    RETURN_TYPES = ("VK_CONDITIONING",)
+    RETURN_TYPES = (CONDITIONING_TYPE,)
     RETURN_NAMES = ("conditioning",)
     OUTPUT_TOOLTIPS = (("Positive and negative prompt embeddings (+ pooled and size conditioning for SDXL), for "
                         "the VisionKit sampler."),)
@@ -58,7 +59,7 @@ class VisionKitPromptEncode:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "pipeline": ("VK_PIPELINE", {"tooltip": "The pipeline from 'VisionKit Load Pipeline' (after any "
+                "pipeline": (PIPELINE_TYPE, {"tooltip": "The pipeline from 'VisionKit Load Pipeline' (after any "
                                                         "LoRA loaders): its text encoders encode the prompts."}),
                 "positive": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
                                         "tooltip": "What the image should show. " + TEXT_TIP}),

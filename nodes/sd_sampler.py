@@ -4,16 +4,17 @@ The work is in models/sd/sampler.py (and the scheduler choice in models/sd/sched
 """
 from __future__ import annotations
 
-from ..models.sd.sampler import (
+from ..models.sd.sampler import generate
+from ..models.sd.sampler_settings import (
     MAX_BATCH,
     MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
     MIN_SIZE,
     SamplerSettings,
-    generate,
 )
 from ..models.sd.schedulers import SCHEDULER_NAMES
+from ..models.sd.types import CONDITIONING_TYPE, CONTROL_TYPE, PIPELINE_TYPE
 from .common import CATEGORY
 
 
@@ -36,9 +37,9 @@ class VisionKitLCMSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "pipeline": ("VK_PIPELINE", {"tooltip": "From VisionKit Load Pipeline (after any Load LoRA nodes, e.g. "
+                "pipeline": (PIPELINE_TYPE, {"tooltip": "From VisionKit Load Pipeline (after any Load LoRA nodes, e.g. "
                                                         "an LCM-LoRA)."}),
-                "conditioning": ("VK_CONDITIONING", {"tooltip": "From VisionKit Prompt Encode on the same pipeline."}),
+                "conditioning": (CONDITIONING_TYPE, {"tooltip": "From VisionKit Prompt Encode on the same pipeline."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "The noise seed. One seed for the whole batch; the noise is drawn on the "
                                             "CPU, so results do not depend on the device."}),
@@ -65,7 +66,7 @@ class VisionKitLCMSampler:
                                       "nothing, 1 = all; diffusers' strength). Text-to-image always denoises fully."}),
             },
             "optional": {
-                "control": ("VK_CONTROL", {"tooltip": "ControlNets (VisionKit Apply ControlNet, chained)."}),
+                "control": (CONTROL_TYPE, {"tooltip": "ControlNets (VisionKit Apply ControlNet, chained)."}),
                 "image": ("IMAGE", {"tooltip": "Start from this image (image-to-image) or inpaint it with a MASK. A "
                                                "size that is not a multiple of 8 is padded and cropped back."}),
                 "mask": ("MASK", {"tooltip": "Inpainting: white (≥ 0.5) = repaint, black = keep. Needs an IMAGE; one "

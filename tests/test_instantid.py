@@ -23,7 +23,9 @@ from vk_testing.tiny_faces import scene
 
 import_pack()
 from visionkit_pack.models.sd import instantid as I  # noqa: E402
+from visionkit_pack.models.sd import instantid_run as IR  # noqa: E402
 from visionkit_pack.models.sd import sampler as S  # noqa: E402
+from visionkit_pack.models.sd.run_hooks import StepInputs  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 from visionkit_pack.models.core.folders import ModelNotFoundError  # noqa: E402
 from visionkit_pack.models.sd.instantid_keypoints import COLORS, KeypointsError, draw_keypoints, keypoints_image  # noqa: E402
@@ -165,7 +167,7 @@ def test_resampler_equals_diffusers_ip_adapter_plus_conversion(pack, models_dir)
         want = ref(x)
     with get_cache().use(handle.adapter) as adapter:
         got = adapter.resampler(x)
-        cond, uncond = I.face_tokens(adapter, embedding(1))
+        cond, uncond = IR.face_tokens(adapter, embedding(1))
         file_ip = torch.load(str(models_dir / "instantid" / ADAPTER), weights_only=True)["ip_adapter"]
         assert sorted(adapter.ip_state_dict()) == sorted(file_ip)
         assert all(torch.equal(adapter.ip_state_dict()[k], v) for k, v in file_ip.items())
@@ -248,11 +250,11 @@ def test_identitynet_gets_the_image_tokens_like_instantids_pipeline(pack, models
         run = types.SimpleNamespace(comps=comps, cfg=True, batch=batch, device=torch.device("cpu"),
                                     dtype=next(unet.parameters()).dtype)
         (hook,) = S.build_hooks(chain)
-        assert isinstance(hook, I.InstantIDHook)
+        assert isinstance(hook, IR.InstantIDHook)
         with torch.inference_mode(), RunPatches(unet) as patches, ExitStack() as stack:
             hook.enter(run, patches, stack)
             installed = describe_installed(unet)
-            kw = hook.unet_kwargs(S.StepInputs(lmi, torch.tensor(500), ehs, added, 1, 4))
+            kw = hook.unet_kwargs(StepInputs(lmi, torch.tensor(500), ehs, added, 1, 4))
         assert_same_state(unet, before)
         assert describe_installed(unet) == {}
     assert len(installed) == len(TI.adapter_state_dict()["ip_adapter"]) // 2 and set(installed.values()) == {1}

@@ -29,6 +29,7 @@ from vk_testing.comfy_server import comfy  # noqa: F401  (the session fixture, f
 import_pack()
 from visionkit_pack.models.core import host
 from visionkit_pack.models.sd import ip_adapter as IA
+from visionkit_pack.models.sd import ip_adapter_run as IR
 from visionkit_pack.models.core.cache import get_cache
 from visionkit_pack.models.core.folders import ModelNotFoundError  # noqa: E402
 from visionkit_pack.models.sd.clip_vision import config_from_state_dict
@@ -141,7 +142,7 @@ def test_bin_and_safetensors_and_encoder_file_and_folder_agree(pack, models_dir)
     for name, enc in (("tiny-ip-adapter_sd15.safetensors", ENC), ("tiny-ip-adapter_sd15.bin", folder)):
         h = load(pack, name, enc)
         with get_cache().use(h.ipadapter) as model, get_cache().use(h.clip_vision) as encoder:
-            outs.append(IA.image_tokens(model, encoder, image, "concatenate"))
+            outs.append(IR.image_tokens(model, encoder, image, "concatenate"))
             ref = CLIPVisionModelWithProjection.from_pretrained(str(models_dir / "clip_vision" / folder),
                                                                 local_files_only=True).float().eval()
             x = torch.randn(2, 3, 32, 32)
@@ -256,7 +257,7 @@ def test_mode_blocks_on_the_real_unets_match_diffusers_scale_dicts(arch, mode, s
         cfg = json.load(f)
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(cfg)
-    got = _targets(unet, IA.target_blocks(mode, arch))
+    got = _targets(unet, IR.target_blocks(mode, arch))
     assert got and got == _diffusers_targets(unet, scale)
     # SDXL: one attention of 10 transformer layers; SD1.5: all of up_blocks.1 (3) / down_blocks.2 (2)
     assert len(got) == {("sdxl", "style only"): 10, ("sdxl", "composition only"): 10, ("sd15", "style only"): 3,

@@ -132,7 +132,7 @@ def test_upscale_checks_explain_values_that_are_not_numbers(pack, kw, says):
 
 
 def test_deeply_nested_prompt_is_refused_by_the_node_and_in_the_engine(pack, tiny):
-    from visionkit_pack.models.sd import prompt as P
+    from visionkit_pack.models.sd import prompt_tokens as P
     from visionkit_pack.nodes.sd_prompt import check_prompts
 
     # no VALIDATE_INPUTS (its message would show on both prompts): the node checks each prompt when it runs
@@ -155,7 +155,7 @@ def test_the_parser_needs_no_recursion(monkeypatch):
     """Iterative: a nesting at the limit parses with a recursion limit far below it."""
     import sys
 
-    from visionkit_pack.models.sd import prompt as P
+    from visionkit_pack.models.sd import prompt_tokens as P
 
     text = "(" * P.MAX_NESTING + "a" + ")" * P.MAX_NESTING
     old = sys.getrecursionlimit()

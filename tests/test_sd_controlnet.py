@@ -13,6 +13,7 @@ from vk_testing import tiny_sd_extras as X
 
 import_pack()
 from visionkit_pack.models.sd import controlnet as C  # noqa: E402
+from visionkit_pack.models.sd import controlnet_files as CF  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 from visionkit_pack.models.sd.types import ControlEntry, GenerationError  # noqa: E402
 
@@ -117,10 +118,10 @@ def test_configs_read_from_real_sd15_and_sdxl_shapes():
         with torch.device("meta"):
             model = ControlNetModel(**kw)
         sd = model.state_dict()
-        assert C.detect_arch(sd) == arch
-        for state in (sd, C.convert_ldm_controlnet(X.controlnet_to_ldm(sd, model.config))):
+        assert CF.detect_arch(sd) == arch
+        for state in (sd, CF.convert_ldm_controlnet(X.controlnet_to_ldm(sd, model.config))):
             assert sorted(state) == sorted(sd)
-            cfg = C.config_from_state_dict(state, arch)
+            cfg = CF.config_from_state_dict(state, arch)
             norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
             assert {k: norm(cfg.get(k)) for k in keys} == {k: norm(model.config[k]) for k in keys}
             tl = model.config.transformer_layers_per_block
@@ -152,7 +153,7 @@ def test_wrong_files_and_unsupported_variants_say_so(pack, models_dir, tmp_path)
             C.load_controlnet(path)
     sd2 = {"down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 1024)}
     with pytest.raises(C.ControlNetError, match="Stable Diffusion 2.x"):
-        C.detect_arch(sd2)
+        CF.detect_arch(sd2)
     assert len(get_cache()) == 0
 
 
@@ -258,7 +259,7 @@ def test_mismatched_controlnets_are_refused_with_the_reason(pack, models_dir):
 # ------------------------------------------------------------------ nodes
 def test_nodes_are_registered_with_their_types(pack):
     n = pack.NODE_CLASS_MAPPINGS
-    assert n["VisionKitControlNetLoader"].RETURN_TYPES == (C.HANDLE_TYPE,) == ("VK_CONTROLNET_MODEL",)
+    assert n["VisionKitControlNetLoader"].RETURN_TYPES == ("VK_CONTROLNET_MODEL",)
     assert n["VisionKitControlNetLoader"].CATEGORY == "VisionKit/loaders"
     assert n["VisionKitControlNetApply"].CATEGORY == "VisionKit/generation"
     assert n["VisionKitControlNetApply"].RETURN_TYPES == ("VK_CONTROL",)

@@ -11,6 +11,7 @@ from vk_testing import tiny_sd_extras as X
 
 import_pack()
 from visionkit_pack.models.sd import lora as L  # noqa: E402
+from visionkit_pack.models.sd import lora_formats as LF  # noqa: E402
 from visionkit_pack.models.core.cache import get_cache  # noqa: E402
 from visionkit_pack.models.core.patching import RunPatches  # noqa: E402
 from visionkit_pack.models.sd.types import GenerationError, LoraRef, use_components  # noqa: E402
@@ -140,7 +141,7 @@ def test_kohya_sdxl_names_map_like_diffusers_lora_conversion():
             sd[f"{key}.lora_down.weight"] = sd[f"{key}.lora_up.weight"] = torch.zeros(1)
             mine.append(table[key[len("lora_unet_"):]])
     converted, _ = _convert_non_diffusers_lora_to_diffusers(_maybe_map_sgm_blocks_to_diffusers(sd, unet.config))
-    theirs = [L._clean_dotted("unet", k[len("unet."):-len(".lora.down.weight")].replace("_lora", ""))
+    theirs = [LF._clean_dotted("unet", k[len("unet."):-len(".lora.down.weight")].replace("_lora", ""))
               for k in converted if k.endswith("down.weight")]
     assert sorted(mine) == sorted(theirs) and len(mine) > 700
 

@@ -117,6 +117,7 @@ def test_images_equal_the_previous_implementation(pack, models_dir, monkeypatch)
         assert A.applied(comps.unet) == A.ORIGINALS  # the reference runs left nothing behind
     cond = encode(pack, with_lora)
     assert (cond.prompt_embeds - cond_old.prompt_embeds).abs().max() <= 1e-6
+    assert (cond.prompt_embeds - encode(pack, h).prompt_embeds).abs().max() > 1e-3  # the text-encoder LoRA applied
     got = S.generate(with_lora, cond, SETTINGS)
     assert (got - want).abs().max() <= 1 / 255
     plain = S.generate(h, encode(pack, h), SETTINGS)

@@ -7,9 +7,7 @@ with the same text encoder.
 from __future__ import annotations
 
 import functools
-import logging
 import os
-import sys
 import types
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from vk_testing import ROOT, import_pack, tiers
 
 vk = import_pack()
 from visionkit_pack.models.sd import prompt as sp
+from visionkit_pack.models.sd import prompt_tokens as pt
 from visionkit_pack.models.core.cache import ModelSpec
 from visionkit_pack.models.sd.types import Components, GenerationError, LoraRef, PipelineHandle
 
@@ -155,7 +154,7 @@ def comfy_weights(text: str):
     ("()", []),
 ])
 def test_parse_weights(text, expected):
-    got = sp.parse_weights(text)
+    got = pt.parse_weights(text)
     assert [t for t, _ in got] == [t for t, _ in expected]
     assert [w for _, w in got] == pytest.approx([w for _, w in expected], abs=1e-12)
 
@@ -169,7 +168,7 @@ PAREN_PROMPTS = [
 
 @pytest.mark.parametrize("text", PAREN_PROMPTS)
 def test_parser_equals_comfyui_on_parentheses(text):
-    got = sp.parse_weights(text)
+    got = pt.parse_weights(text)
     ref = comfy_weights(text)
     assert [t for t, _ in got] == [t for t, _ in ref]
     assert [w for _, w in got] == [w for _, w in ref]  # same arithmetic, same floats
@@ -177,7 +176,7 @@ def test_parser_equals_comfyui_on_parentheses(text):
 
 def test_parser_equals_comfyui_on_random_parentheses():
     for text in _random_paren_prompts():
-        got, ref = sp.parse_weights(text), comfy_weights(text)
+        got, ref = pt.parse_weights(text), comfy_weights(text)
         assert got == ref, text
 
 
@@ -197,22 +196,22 @@ CHUNK_PROMPTS = [
 @pytest.mark.parametrize("text", CHUNK_PROMPTS)
 def test_chunks_equal_comfyui_tokenizer(text):
     ref = comfy_reference()[1][text]
-    got = sp.tokenize_chunks(_tokenizer(), text)
+    got = pt.tokenize_chunks(_tokenizer(), text)
     assert [[t for t, _ in c] for c in got] == [[t for t, _ in c] for c in ref]
     assert [[w for _, w in c] for c in got] == [[w for _, w in c] for c in ref]
 
 
 def test_chunk_layout():
-    chunks = sp.tokenize_chunks(_tokenizer(), words(150))
+    chunks = pt.tokenize_chunks(_tokenizer(), words(150))
     cat = _tokenizer()("cat", add_special_tokens=False)["input_ids"]
     assert len(cat) == 1
     assert len(chunks) == 2 and all(len(c) == 77 for c in chunks)
     for c in chunks:
         assert [t for t, _ in c] == [BOS] + cat * 75 + [EOS]
-    short = sp.tokenize_chunks(_tokenizer(), words(72) + " (a b c d e:1.2)")
+    short = pt.tokenize_chunks(_tokenizer(), words(72) + " (a b c d e:1.2)")
     assert [t for t, _ in short[0]] == [BOS] + cat * 72 + [EOS] + [EOS] * 3
     assert [w for _, w in short[1][1:6]] == [1.2] * 5 and short[1][6][0] == EOS
-    pads = sp.tokenize_chunks(_tokenizer("!"), "a cat")
+    pads = pt.tokenize_chunks(_tokenizer("!"), "a cat")
     assert [t for t, _ in pads[0]][-1] == 0  # SDXL's tokenizer_2 pads with "!"
 
 
@@ -299,7 +298,7 @@ def test_long_prompt_chunks_are_encoded_separately():
     text = words(100) + " " + words(50, "dog")
     got, _ = sp.encode(c, text)
     assert got.shape == (1, 154, 32)
-    chunks = sp.tokenize_chunks(c.tokenizer, text)
+    chunks = pt.tokenize_chunks(c.tokenizer, text)
     for k, chunk in enumerate(chunks):
         direct = run(c.text_encoder, [t for t, _ in chunk]).last_hidden_state[0]
         torch.testing.assert_close(got[0, 77 * k:77 * (k + 1)], direct, atol=1e-5, rtol=0)
@@ -309,7 +308,7 @@ def test_very_long_weighted_prompt():
     c = sd15()
     text = ", ".join(f"({w}:1.2) {w}" for w in ["cat", "dog", "tree", "house", "river", "mountain"] * 25)
     got, _ = sp.encode(c, text)
-    n = len(sp.tokenize_chunks(c.tokenizer, text))
+    n = len(pt.tokenize_chunks(c.tokenizer, text))
     assert n >= 5 and got.shape == (1, 77 * n, 32)
     assert torch.isfinite(got).all()
 
@@ -379,7 +378,7 @@ def test_weighted_sdxl_per_encoder_and_first_chunk_pooled():
     got, pooled = sp.encode(c, text)
     assert got.shape == (1, 154, 72)
     for te, pad, sl in ((c.text_encoder, EOS, slice(0, 32)), (c.text_encoder_2, 0, slice(32, 72))):
-        chunks = sp.tokenize_chunks(c.tokenizer if pad == EOS else c.tokenizer_2, text)
+        chunks = pt.tokenize_chunks(c.tokenizer if pad == EOS else c.tokenizer_2, text)
         assert [t for t, _ in chunks[0]][-1] in (EOS, pad)
         empty = run(te, [BOS, EOS] + [pad] * 75).hidden_states[-2][0]
         for k, chunk in enumerate(chunks):
@@ -387,7 +386,7 @@ def test_weighted_sdxl_per_encoder_and_first_chunk_pooled():
             w = torch.tensor([w for _, w in chunk]).unsqueeze(-1)
             expected = torch.where(w != 1.0, (z - empty) * w + empty, z)
             torch.testing.assert_close(got[0, 77 * k:77 * (k + 1), sl], expected, atol=1e-5, rtol=0)
-    first = [t for t, _ in sp.tokenize_chunks(c.tokenizer_2, text)[0]]
+    first = [t for t, _ in pt.tokenize_chunks(c.tokenizer_2, text)[0]]
     torch.testing.assert_close(pooled, run(c.text_encoder_2, first).text_embeds, atol=1e-5, rtol=0)
 
 
@@ -456,20 +455,9 @@ def _lora(tmp_path, arch="sd15"):
     return LoraRef(spec=spec, arch=arch, strength_text=0.5, name="l")
 
 
-def test_lora_hook_without_lora_engine_warns_and_encodes(pack, tmp_path, monkeypatch, caplog):
-    import importlib.util
-
-    real_find = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.endswith(".models.sd.lora") else real_find(name, *a))
-    sp._WARNED.discard("lora")
-    with caplog.at_level(logging.WARNING, logger="visionkit"):
-        cond = sp.encode_pair(_handle(tmp_path, loras=[_lora(tmp_path)]), "a cat", "")
-    assert "not applied yet" in caplog.text
-    torch.testing.assert_close(cond.prompt_embeds, sp.encode_pair(sd15(), "a cat", "").prompt_embeds)
-
-
 def test_lora_hook_calls_apply_lora_text_and_undoes_it(pack, tmp_path, monkeypatch):
+    from visionkit_pack.models.sd import lora as sd_lora
+
     calls = []
 
     def apply_lora_text(patches, comps, handle):
@@ -477,14 +465,7 @@ def test_lora_hook_calls_apply_lora_text_and_undoes_it(pack, tmp_path, monkeypat
         bias = comps.text_encoder.final_layer_norm.bias
         patches.set_params(comps.text_encoder, {"final_layer_norm.bias": bias + 1.0})
 
-    name = "visionkit_pack.models.sd.lora"
-    fake = types.ModuleType(name)
-    fake.apply_lora_text = apply_lora_text
-    import importlib.machinery
-
-    fake.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    monkeypatch.setitem(sys.modules, name, fake)
-    monkeypatch.setattr(sys.modules["visionkit_pack.models"], "sd_lora", fake, raising=False)
+    monkeypatch.setattr(sd_lora, "apply_lora_text", apply_lora_text)
     before = sd15().text_encoder.final_layer_norm.bias
     plain = sp.encode_pair(sd15(), "a cat", "")
     cond = sp.encode_pair(_handle(tmp_path, loras=[_lora(tmp_path)]), "a cat", "")

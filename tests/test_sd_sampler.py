@@ -378,7 +378,7 @@ def test_wrong_inputs_say_what_to_do(pack, models_dir):
         sample(pack, h, cond, mask=box_mask())
     with pytest.raises(GenerationError, match="steps"):
         S.generate(h, cond, S.SamplerSettings(steps=0, width=64, height=64))
-    with pytest.raises(GenerationError, match="'t2i-adapter' entries .* not available yet"):
+    with pytest.raises(GenerationError, match="'t2i-adapter' entries .* not available in the VisionKit sampler"):
         sample(pack, h, cond, control=(ControlEntry(kind="t2i-adapter", model=None, arch="sd15"),))
     with pytest.raises(GenerationError, match="IP-Adapter entry's model must come from VisionKit Load IP-Adapter"):
         sample(pack, h, cond, control=(ControlEntry(kind="ipadapter", model=None, arch="sd15"),))

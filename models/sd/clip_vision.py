@@ -26,11 +26,11 @@ import re
 
 import torch
 
-from ..core.cache import Loaded, ModelSpec, get_cache
-from ..core.host import default_dtype
-from ..core.weights import WeightsError, load_state_dict
-from .types import GenerationError
 from ..core import identify
+from ..core.cache import Loaded, ModelSpec
+from ..core.weights import WeightsError, load_state_dict
+from .pipeline import torch_dtype
+from .types import GenerationError
 
 KIND = "clip_vision"
 ENCODER_NAMES = {1024: "ViT-L/14", 1280: "ViT-H/14", 1664: "ViT-bigG/14", 768: "ViT-B"}  # by hidden width
@@ -145,9 +145,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
     name = os.path.basename(spec.path.rstrip(os.sep))
     cfg, sd, source = read_clip_vision(spec.path)
     model = build_clip_vision(cfg, sd, name).requires_grad_(False)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.dtype) \
-        or default_dtype(device)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=torch_dtype(spec.dtype, device))
     c = model.config
     return Loaded(model, meta={"source": source, "hidden": c.hidden_size, "projection": c.projection_dim,
                                "image_size": c.image_size, "encoder": encoder_name(c.hidden_size)})
@@ -159,12 +157,6 @@ def encoder_name(hidden: int) -> str:
 
 def clip_vision_spec(path: str, dtype: str = "auto") -> ModelSpec:
     return ModelSpec(kind=KIND, path=path, build=_build, dtype=dtype)
-
-
-def load_clip_vision(path: str, dtype: str = "auto"):
-    """Cache entry (meta: hidden, projection, image_size, encoder) of a CLIP vision encoder."""
-    spec = clip_vision_spec(path, dtype)
-    return spec, get_cache().load(spec)
 
 
 # ---------------------------------------------------------------- what a file is (core/identify.py)

@@ -20,8 +20,8 @@ import re
 from functools import cache
 from types import SimpleNamespace
 
-from .types import ARCH_NAMES, GenerationError
 from ..core import identify
+from .types import ARCH_NAMES, GenerationError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 

@@ -10,7 +10,7 @@ What a run does, as InstantID's reference pipeline (pipeline_stable_diffusion_xl
   the file's "ip_adapter" part, scale = ip_weight), installed for the run only (models/sd/ip_attention.py);
 - the IdentityNet (an SDXL ControlNet) gets the keypoint image (models/sd/instantid_keypoints.py) as its hint and,
   unlike other ControlNets, the image-prompt tokens as its encoder_hidden_states (not the prompt); its
-  residuals are scaled by controlnet_strength. It runs through sd_controlnet.ControlNetRun, so it follows
+  residuals are scaled by controlnet_strength. It runs through controlnet.ControlNetRun, so it follows
   the same start/end window (start <= i/n < end), hint resizing (nearest, to the output size) and CFG
   halves as other ControlNets. The IP-Adapter attention uses the same window (0 outside it), as
   ComfyUI-style InstantID nodes do.
@@ -19,7 +19,8 @@ Files: the adapter is InstantX's `ip-adapter.bin` ({"image_proj": Resampler, "ip
 to_k_ip / to_v_ip weights}, read with torch.load(weights_only=True)) or a .safetensors conversion with
 "image_proj." / "ip_adapter." prefixes, from the `instantid` folder; the IdentityNet from `controlnet`
 (a diffusers folder such as InstantX's ControlNetModel/, or a single file), loaded by
-sd_controlnet.load_controlnet.
+controlnet.load_controlnet. Building the Resampler: its key map is models/sd/resampler.py; the run (tokens,
+the sampler hook): models/sd/instantid_run.py.
 
 The Resampler (IP-Adapter Plus layout) is built as diffusers' IPAdapterPlusImageProjection with sizes read
 from the weights: width from `latents`, token count, input (embedding) and output widths from the
@@ -33,22 +34,30 @@ from __future__ import annotations
 import logging
 import os
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
 
-from ..core.cache import Loaded, ModelSpec, get_cache
-from ..core.host import default_dtype
-from ..core.weights import WeightsError, load_state_dict
-from .controlnet import ControlNetError, ControlNetHandle, load_controlnet
-from .types import ARCH_NAMES, ControlEntry, GenerationError, append_control
 from ..core import identify
+from ..core.cache import Loaded, ModelSpec, get_cache
+from ..core.imageops import check_image
+from ..core.weights import WeightsError, load_state_dict
+from ..perception.faces import analyze
+from .controlnet import ControlNetError, ControlNetHandle, load_controlnet
+from .instantid_keypoints import keypoints_image
+from .pipeline import torch_dtype
+from .resampler import resampler_to_diffusers
+from .types import (
+    ARCH_NAMES,
+    INSTANTID_TYPE,
+    ControlEntry,
+    GenerationError,
+    append_control,
+)
 
 log = logging.getLogger("visionkit")
 
 KIND = "instantid_adapter"
-HANDLE_TYPE = "VK_INSTANTID"
 DIM_HEAD = 64  # the IP-Adapter Resampler's head width (heads = attention width / 64)
 CLIP_WIDTHS = (768, 1024, 1280, 1664)  # image-encoder widths of IP-Adapter Plus files
 SD15_WIDTH = 768
@@ -159,33 +168,6 @@ def resampler_shape(proj: dict, name: str = "InstantID") -> ResamplerShape:
                           embedding_dim=emb, output_dim=out, ff_mult=ff / int(dim))
 
 
-def resampler_to_diffusers(proj: dict) -> dict:
-    """Original Resampler names (layers.i.0.to_kv, layers.i.1.1 ...) → IPAdapterPlusImageProjection names."""
-    out = {}
-    attn = {"norm1": "ln0", "norm2": "ln1"}
-    ff = {"0": "ff.0", "1": "ff.1.net.0.proj", "3": "ff.1.net.2"}
-    for k, v in proj.items():
-        m = re.fullmatch(r"layers\.(\d+)\.([01])\.(.+)", k)
-        if not m:
-            out[k] = v
-            continue
-        i, part, rest = m.group(1), m.group(2), m.group(3)
-        sub, _, param = rest.partition(".")
-        if part == "0":
-            if sub in attn:
-                out[f"layers.{i}.{attn[sub]}.{param}"] = v
-            elif sub == "to_kv":
-                kk, vv = v.chunk(2, dim=0)
-                out[f"layers.{i}.attn.to_k.{param}"], out[f"layers.{i}.attn.to_v.{param}"] = kk, vv
-            elif sub == "to_out":
-                out[f"layers.{i}.attn.to_out.0.{param}"] = v
-            else:
-                out[f"layers.{i}.attn.{rest}"] = v
-        else:
-            out[f"layers.{i}.{ff.get(sub, sub)}.{param}"] = v
-    return out
-
-
 def build_resampler(proj: dict, shape: ResamplerShape, name: str = "InstantID"):
     from diffusers.models.embeddings import IPAdapterPlusImageProjection
 
@@ -222,17 +204,12 @@ def _check_ip(ip: dict, shape: ResamplerShape, name: str) -> None:
                              f"makes {shape.output_dim}-wide ones; the file is damaged or mixed")
 
 
-def _torch_dtype(spec_dtype: str, device):
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec_dtype) \
-        or default_dtype(device)
-
-
 def _build(spec: ModelSpec, device) -> Loaded:
     name = os.path.basename(spec.path)
     proj, ip = read_adapter(spec.path)
     shape = resampler_shape(proj, name)
     _check_ip(ip, shape, name)
-    dtype = _torch_dtype(spec.dtype, device)
+    dtype = torch_dtype(spec.dtype, device)
     resampler = build_resampler(proj, shape, name).to(device=device, dtype=dtype)
     bag = _TensorBag({k: v.to(dtype) for k, v in ip.items()}).to(device)
     return Loaded(InstantIDAdapter(resampler, bag, shape), meta={"tokens": shape.num_queries,
@@ -266,19 +243,7 @@ def load_instantid(adapter_path: str, controlnet_path: str, dtype: str = "auto")
     return InstantIDHandle(spec, cn, shape, "sdxl", os.path.basename(adapter_path))
 
 
-# ------------------------------------------------------------------ the image-prompt tokens
-def face_tokens(adapter: InstantIDAdapter, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(resampler(embedding), resampler(zeros)), each (1, tokens, width) in the adapter's device and dtype.
-
-    InstantID's pipeline runs the resampler on [zeros, embedding] under CFG: the zeros' tokens are the
-    negative half's image prompt (for the IP attention and the IdentityNet alike).
-    """
-    p = next(adapter.resampler.parameters())
-    emb = torch.as_tensor(embedding).reshape(1, 1, -1).to(p.device, p.dtype)
-    with torch.inference_mode():
-        return adapter.resampler(emb), adapter.resampler(torch.zeros_like(emb))
-
-
+# ------------------------------------------------------------------ the face entry
 def mean_embedding(embeddings, expected: int | None = None, what: str = "face image") -> torch.Tensor:
     """The average of several raw face embeddings (InstantID's multi-reference practice), float32 (E,)."""
     rows = [torch.as_tensor(e, dtype=torch.float32).reshape(-1) for e in embeddings]
@@ -297,7 +262,7 @@ def make_entry(handle: InstantIDHandle, embedding: torch.Tensor, keypoints_image
                controlnet_strength: float, start: float = 0.0, end: float = 1.0, chain=None) -> tuple:
     """The VK_CONTROL chain with an InstantID entry appended (the embedding and kps image already made)."""
     if not isinstance(handle, InstantIDHandle):
-        raise InstantIDError(f"'instantid' must come from VisionKit Load InstantID (VK_INSTANTID), got "
+        raise InstantIDError(f"'instantid' must come from VisionKit Load InstantID ({INSTANTID_TYPE}), got "
                              f"{type(handle).__name__}")
     if not 0.0 <= float(start) < float(end) <= 1.0:
         raise InstantIDError(f"start_percent ({start}) must be below end_percent ({end}), both between 0 and 1")
@@ -318,9 +283,6 @@ def largest_face(faces):
 
 def faces_per_image(face_model, image, what: str) -> list:
     """The largest face of every image of the batch; no face in one of them is an error naming it."""
-    from ..core.imageops import check_image
-    from ..perception.faces import analyze
-
     img = check_image(image, what)[..., :3]
     found = analyze(face_model, img)
     out = []
@@ -342,10 +304,8 @@ def apply_instantid(handle: InstantIDHandle, face_model, face_image, ip_weight: 
     each pose image (one hint per pose image, drawn at its size), or else of the first face image (at its
     size); the sampler resizes the hint to the output size like any ControlNet hint.
     """
-    from .instantid_keypoints import keypoints_image
-
     if not isinstance(handle, InstantIDHandle):
-        raise InstantIDError(f"'instantid' must come from VisionKit Load InstantID (VK_INSTANTID), got "
+        raise InstantIDError(f"'instantid' must come from VisionKit Load InstantID ({INSTANTID_TYPE}), got "
                              f"{type(handle).__name__}")
     refs = faces_per_image(face_model, face_image, "face image")
     if any(getattr(f, "embedding", None) is None for f in refs):
@@ -360,84 +320,6 @@ def apply_instantid(handle: InstantIDHandle, face_model, face_image, ip_weight: 
         h, w = face_image.shape[-3:-1]
     kps = torch.cat([keypoints_image(f.kps, w, h) for f in poses])
     return make_entry(handle, emb, kps, ip_weight, controlnet_strength, start, end, chain), kps
-
-
-# ------------------------------------------------------------------ the sampler's run hook (kind "instantid")
-class _Face:
-    """One InstantID entry during a run: its tokens, its IdentityNet run."""
-
-    def __init__(self, entry, tokens, cn_run):
-        self.entry, self.tokens, self.cn_run = entry, tokens, cn_run
-
-
-class InstantIDHook:
-    """RunHook for the sampler (models/sd/sampler.py): pins the adapters, installs the IP attention for the
-    run and adds the IdentityNet residuals at each step (see the module docstring)."""
-
-    def __init__(self, entries):
-        self.entries = list(entries)
-        self.faces: list[_Face] = []
-        self.ctl = None
-
-    def enter(self, run, patches, stack: ExitStack) -> None:
-        from .controlnet import ControlNetRun
-        from .ip_attention import (
-            IPAttentionError,
-            IPTerm,
-            install_ip_attention,
-            ip_layers_from_state_dict,
-        )
-
-        unet = run.comps.unet
-        if run.comps.arch != "sdxl":
-            raise InstantIDError("InstantID is SDXL only; load an SDXL pipeline")
-        width = int(unet.config.cross_attention_dim)
-        cache = get_cache()
-        terms = []
-        for e in self.entries:
-            handle: InstantIDHandle = e.model
-            adapter: InstantIDAdapter = stack.enter_context(cache.use(handle.adapter))
-            if adapter.shape.output_dim != width:
-                raise InstantIDError(f"the InstantID adapter {handle.name} makes {adapter.shape.output_dim}-wide "
-                                     f"tokens but this pipeline's UNet takes {width}-wide ones: it was made for "
-                                     "another model")
-            if e.image.shape[0] not in (1, run.batch):
-                raise InstantIDError(f"InstantID has {e.image.shape[0]} keypoint images (one per pose image) but "
-                                     f"{run.batch} images are generated: give one pose image, or one per image")
-            cond, uncond = face_tokens(adapter, e.option("embedding"))
-            try:
-                weights = ip_layers_from_state_dict(unet, adapter.ip_state_dict(), f"InstantID adapter {handle.name}")
-            except IPAttentionError as ex:
-                raise InstantIDError(str(ex)) from ex
-            terms.append(IPTerm(weights=weights, cond=cond, uncond=uncond, scale=float(e.option("ip_weight", 1.0)),
-                                start=e.start, end=e.end, name=f"InstantID {handle.name}"))
-            tokens = torch.cat([uncond, cond]) if run.cfg else cond
-            tokens = tokens.repeat_interleave(run.batch, dim=0).to(run.device, run.dtype)
-            cn_entry = ControlEntry(kind="controlnet", model=handle.controlnet, arch=handle.arch, image=e.image,
-                                    strength=e.strength, start=e.start, end=e.end)
-            cn_run = stack.enter_context(ControlNetRun([cn_entry], run.comps, do_classifier_free_guidance=run.cfg))
-            self.faces.append(_Face(e, tokens, cn_run))
-        self.ctl = install_ip_attention(patches, unet, terms, batch=run.batch, cfg=run.cfg)
-
-    def unet_kwargs(self, step) -> dict:
-        self.ctl.set_step(step.step_index, step.total_steps, step.latent_model_input.shape[-2:])
-        down = mid = None
-        for f in self.faces:
-            d, m = f.cn_run.residuals(step.latent_model_input, step.timestep, f.tokens, step.step_index,
-                                      step.total_steps, step.added_cond_kwargs)
-            if d is None:
-                continue
-            down = d if down is None else [a + b for a, b in zip(down, d)]
-            mid = m if mid is None else mid + m
-        if down is None:
-            return {}
-        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-
-
-def describe(handle: InstantIDHandle) -> str:
-    s = handle.shape
-    return (f"{handle.name} (InstantID, {s.num_queries} tokens from {s.embedding_dim}-d face embeddings) + "
-            f"{handle.controlnet.name} (IdentityNet)")
 
 
 # ---------------------------------------------------------------- what a file is (core/identify.py)

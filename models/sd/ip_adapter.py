@@ -1,4 +1,4 @@
-"""IP-Adapter (SD1.5 / SDXL): loading, kind detection, reference-image tokens, and the sampler's run hook.
+"""IP-Adapter (SD1.5 / SDXL): reading the files, what kind an adapter is, loading it with its CLIP vision encoder.
 
 Files (folder `ipadapter`): h94/IP-Adapter's .safetensors (keys `image_proj.*` / `ip_adapter.*`) or .bin
 ({"image_proj": {...}, "ip_adapter": {...}}, loaded with torch.load(weights_only=True)). What a file is comes
@@ -14,45 +14,25 @@ from its weights:
   1280 = ViT-bigG/14), plus/full-face adapters its hidden states (1280 = ViT-H/14, 1664 = ViT-bigG/14).
   Loading with an encoder of another width is an error naming both (e.g. ip-adapter_sdxl with ViT-H).
 
-Tokens (once per run, as diffusers' `encode_image` + `prepare_ip_adapter_image_embeds` + the UNet's image
-projection do): the reference images are quantised to 8 bits and preprocessed by transformers'
-CLIPImageProcessor with the encoder's image size (shortest side resized bicubic, centre crop, CLIP mean/std),
-exactly as diffusers' pipeline does for PIL images. base: image_embeds → projection; unconditional tokens =
-projection of zeros. plus / full-face: hidden_states[-2] → projection; unconditional = the projection of the
-hidden states of an all-zero (normalised) pixel tensor. Several reference images: "concatenate" joins each
-image's tokens (diffusers' behaviour for a list of images), "average" averages the encoder outputs first
-(one image's worth of tokens).
-
-Modes (InstantStyle block targeting; diffusers' set_ip_adapter_scale names): SDXL style = up_blocks.0.attentions.1,
-composition = down_blocks.2.attentions.1 (InstantStyle's paper). SD1.5: style = up_blocks.1, composition =
-down_blocks.2 (all their attentions), InstantStyle's experimental infer_style_sd15.py choice; its README
-notes SD1.5 separates style less cleanly than SDXL.
+Reference images → tokens, the modes and the sampler's hook: models/sd/ip_adapter_run.py.
 """
 from __future__ import annotations
 
 import os
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
 
+from ..core import identify
 from ..core.cache import Loaded, ModelSpec, get_cache
-from ..core.host import default_dtype
-from ..core.imageops import check_image
 from ..core.weights import WeightsError, load_state_dict
 from .clip_vision import ENCODER_NAMES, PROJECTION_NAMES, clip_vision_spec
+from .pipeline import torch_dtype
+from .resampler import resampler_to_diffusers
 from .types import ARCH_NAMES, GenerationError
-from ..core import identify
 
 KIND = "ipadapter"
-HANDLE_TYPE = "VK_IPADAPTER"
-MODES = ("standard", "style only", "composition only")
-COMBINE = ("average", "concatenate")
-TARGETS = {("sdxl", "style only"): ("up_blocks.0.attentions.1",),
-           ("sdxl", "composition only"): ("down_blocks.2.attentions.1",),
-           ("sd15", "style only"): ("up_blocks.1",),
-           ("sd15", "composition only"): ("down_blocks.2",)}
 
 
 class IPAdapterError(GenerationError):
@@ -183,27 +163,6 @@ def inspect_ipadapter(proj: dict, ip: dict, name: str = "IP-Adapter") -> IPAdapt
 
 
 # ------------------------------------------------------------------ the image projection (diffusers classes)
-def _plus_key(k: str) -> list[tuple[str, int | None]]:
-    """Original Resampler key → [(diffusers key, chunk index or None)]."""
-    m = re.match(r"layers\.(\d+)\.(\d)\.(.+)$", k)
-    if not m:
-        return [(k, None)]
-    i, j, rest = m.groups()
-    if j == "0":
-        if rest.startswith("norm1."):
-            return [(f"layers.{i}.ln0.{rest[6:]}", None)]
-        if rest.startswith("norm2."):
-            return [(f"layers.{i}.ln1.{rest[6:]}", None)]
-        if rest.startswith("to_kv."):
-            return [(f"layers.{i}.attn.to_k.{rest[6:]}", 0), (f"layers.{i}.attn.to_v.{rest[6:]}", 1)]
-        if rest.startswith("to_out."):
-            return [(f"layers.{i}.attn.to_out.0.{rest[7:]}", None)]
-        return [(f"layers.{i}.attn.{rest}", None)]
-    sub = {"0": "ff.0", "1": "ff.1.net.0.proj", "3": "ff.1.net.2"}
-    first, _, tail = rest.partition(".")
-    return [(f"layers.{i}.{sub.get(first, 'ff.' + first)}.{tail}", None)]
-
-
 def build_image_proj(info: IPAdapterInfo, proj: dict, name: str = "IP-Adapter"):
     from diffusers.models.embeddings import (
         ImageProjection,
@@ -222,10 +181,7 @@ def build_image_proj(info: IPAdapterInfo, proj: dict, name: str = "IP-Adapter"):
             cls, kw = IPAdapterFullImageProjection, {"image_embed_dim": info.encoder_width,
                                                      "cross_attention_dim": info.cross_dim}
         else:
-            sd = {}
-            for k, v in proj.items():
-                for nk, chunk in _plus_key(k):
-                    sd[nk] = v.chunk(2, dim=0)[chunk] if chunk is not None else v
+            sd = resampler_to_diffusers(proj)
             hidden_dims = int(sd["latents"].shape[2])
             cls, kw = IPAdapterPlusImageProjection, {
                 "embed_dims": info.encoder_width, "output_dims": info.cross_dim, "hidden_dims": hidden_dims,
@@ -267,9 +223,7 @@ def _build(spec: ModelSpec, device) -> Loaded:
     proj, ip = read_ipadapter(spec.path)
     info = inspect_ipadapter(proj, ip, name)
     model = IPAdapterModel(build_image_proj(info, proj, name), ip, info).requires_grad_(False)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.dtype) \
-        or default_dtype(device)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=torch_dtype(spec.dtype, device))
     return Loaded(model, meta={"kind": info.kind, "arch": info.arch, "tokens": info.tokens, "layers": info.layers})
 
 
@@ -307,107 +261,6 @@ def load_ipadapter(ipadapter_path: str, clip_vision_path: str, dtype: str = "aut
 
 def _patch(centry) -> int:
     return int(centry.value.config.patch_size)
-
-
-def describe(handle: IPAdapterHandle) -> str:
-    return (f"{handle.name} ({ARCH_NAMES.get(handle.arch, handle.arch)} {handle.kind} IP-Adapter, {handle.tokens} "
-            f"tokens per image, {handle.encoder})")
-
-
-# ------------------------------------------------------------------ reference images → tokens
-def preprocess(images, image_size: int) -> torch.Tensor:
-    """IMAGE (N, H, W, 3) 0..1 → CLIP pixel values (N, 3, S, S), as diffusers' pipeline does for PIL images."""
-    import numpy as np
-    from PIL import Image
-    from transformers import CLIPImageProcessor
-
-    img = check_image(images, "reference image")[..., :3]
-    arr = (img.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    pil = [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
-    proc = CLIPImageProcessor(size=int(image_size), crop_size=int(image_size))
-    return proc(pil, return_tensors="pt").pixel_values
-
-
-@torch.no_grad()
-def image_tokens(model: IPAdapterModel, encoder, images, combine: str = "average"):
-    """(cond tokens (1, T, C), uncond tokens (1, T, C)) for the reference images (diffusers' encode_image)."""
-    if combine not in COMBINE:
-        raise IPAdapterError(f"combine must be one of {', '.join(COMBINE)}, not {combine!r}")
-    p = next(encoder.parameters())
-    pixels = preprocess(images, encoder.config.image_size).to(device=p.device, dtype=p.dtype)
-    if model.info.uses_hidden_states:
-        emb = encoder(pixels, output_hidden_states=True).hidden_states[-2]
-        zero = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
-    else:
-        emb = encoder(pixels).image_embeds
-        zero = torch.zeros_like(emb)
-    if combine == "average":
-        emb, zero = emb.mean(0, keepdim=True), zero.mean(0, keepdim=True)
-    q = next(model.image_proj.parameters())
-    cond = model.image_proj(emb.to(q.device, q.dtype))
-    uncond = model.image_proj(zero.to(q.device, q.dtype))
-    return cond.reshape(1, -1, cond.shape[-1]), uncond.reshape(1, -1, uncond.shape[-1])
-
-
-def target_blocks(mode: str, arch: str):
-    """Processor-name prefixes a mode acts on (None = every cross-attention layer)."""
-    if mode in (None, "", "standard"):
-        return None
-    try:
-        return TARGETS[(arch, mode)]
-    except KeyError as ex:
-        raise IPAdapterError(f"mode must be one of {', '.join(MODES)}, not {mode!r}") from ex
-
-
-# ------------------------------------------------------------------ the sampler's run hook
-class IPAdapterHook:
-    """The "ipadapter" entries of a VK_CONTROL chain for one sampler run (models/sd/sampler.py RunHook protocol)."""
-
-    def __init__(self, entries):
-        self.entries = list(entries)
-        self.ctl = None
-
-    def enter(self, run, patches, stack: ExitStack) -> None:
-        from .ip_attention import (
-            IPAttentionError,
-            IPTerm,
-            install_ip_attention,
-            ip_layers_from_state_dict,
-        )
-
-        unet = run.comps.unet
-        cache = get_cache()
-        terms = []
-        for e in self.entries:
-            h = e.model
-            if not isinstance(h, IPAdapterHandle):
-                raise IPAdapterError(f"an IP-Adapter entry's model must come from VisionKit Load IP-Adapter "
-                                     f"(VK_IPADAPTER), got {type(h).__name__}")
-            model = stack.enter_context(cache.use(h.ipadapter))
-            width = int(unet.config.cross_attention_dim)
-            if model.info.cross_dim != width:
-                raise IPAdapterError(f"{h.name} makes {model.info.cross_dim}-wide image tokens but the pipeline's UNet "
-                                     f"takes {width}-wide prompt embeddings: it was made for another model")
-            with cache.use(h.clip_vision) as encoder:
-                cond, uncond = image_tokens(model, encoder, e.image, e.option("combine", "average"))
-            try:
-                weights = ip_layers_from_state_dict(unet, model.ip_state_dict(), f"IP-Adapter {h.name}")
-            except IPAttentionError as ex:
-                raise IPAdapterError(str(ex)) from ex
-            mode = e.option("mode", "standard")
-            terms.append(IPTerm(weights=weights, cond=cond, uncond=uncond, scale=float(e.strength), start=e.start,
-                                end=e.end, mask=e.mask, blocks=target_blocks(mode, h.arch),
-                                name=f"IP-Adapter {h.name}"))
-        try:
-            self.ctl = install_ip_attention(patches, unet, terms, batch=run.batch, cfg=run.cfg)
-        except IPAttentionError as ex:
-            hint = ": its blocks do not exist in this model, use mode 'standard'" if "none of the blocks" in str(ex) \
-                else ""
-            raise IPAdapterError(f"{ex}{hint}") from ex
-
-    def unet_kwargs(self, step) -> dict:
-        self.ctl.set_step(step.step_index, step.total_steps, tuple(step.latent_model_input.shape[-2:]))
-        return {}
 
 
 # ---------------------------------------------------------------- what a file is (core/identify.py)

@@ -30,7 +30,7 @@ API (stable; the InstantID engine uses it too):
   cross-attention layers are 1, 3, 5, ...; diffusers' `_convert_ip_adapter_attn_to_diffusers` numbers them so).
 - Tokens: under CFG the UNet batch is [negative × B, positive × B] (the sampler's order); the negative half
   sees `uncond`, the positive half `cond`. One token set (batch 1) is repeated over the B images.
-- A term is active at step i of n when start <= i/n < end (the ControlNet rule, sd_controlnet.is_active) and
+- A term is active at step i of n when start <= i/n < end (the ControlNet rule, controlnet.is_active) and
   its scale is not 0; a callable scale(step, total) replaces scale/start/end. Inactive layers run the
   original processor unchanged.
 - Masks: resized (bicubic, as diffusers' IPAdapterMaskProcessor.downsample) to each layer's latent grid; the

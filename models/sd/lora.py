@@ -1,6 +1,6 @@
 """LoRAs for SD1.5 / SDXL: parse once through the cache; patch in place once per stack, restore exactly.
 
-Formats read (from .safetensors, or .pt/.bin with plain tensors):
+Formats read (from .safetensors, or .pt/.bin with plain tensors; parsed by models/sd/lora_formats.py):
 - kohya / A1111 (sd-scripts, LCM-LoRA, most community LoRAs): `lora_unet_<module>` / `lora_te_` /
   `lora_te1_` / `lora_te2_` + `.lora_down.weight`, `.lora_up.weight`, `.alpha`. The UNet module name may
   be in diffusers naming (`down_blocks_0_attentions_0_...`, kohya's SD1.5 and LCM-LoRA) or in the
@@ -45,17 +45,7 @@ from ..core.cache import Loaded, ModelSpec, get_cache
 from ..core.weights import WeightsError, load_state_dict
 from . import lora_apply as sd_lora_apply
 from . import lora_lycoris as lycoris
-from .lora_formats import (  # noqa: F401  (re-exported: the parsing half of this module)
-    COMPONENTS,
-    LoraError,
-    LoraFile,
-    LoraLayer,
-    _clean_dotted,
-    _peft_scale,
-    _split_component,
-    detect_lora_arch,
-    parse_lora,
-)
+from .lora_formats import LoraError, LoraFile, LoraLayer, parse_lora
 
 log = logging.getLogger("visionkit")
 
@@ -257,9 +247,9 @@ def _term_delta(term, weight: torch.Tensor) -> torch.Tensor:
 def apply_loras(patches, comps, loras, which: str = "unet") -> int:
     """Give the pipeline's UNet ("unet") or text encoders ("text") exactly the stack `loras` for this run.
 
-    `loras` are sd_types.LoraRef (strength_unet / strength_text); an empty stack puts the original weights back.
+    `loras` are types.LoraRef (strength_unet / strength_text); an empty stack puts the original weights back.
     The caller holds the models' locks for the run through `patches` (an active models.core.patching.RunPatches);
-    the stack stays applied after the run, recorded, until a run asks for another one (sd_lora_apply).
+    the stack stays applied after the run, recorded, until a run asks for another one (lora_apply).
     Returns the number of weights patched.
     """
     if which not in ("unet", "text"):

@@ -1,5 +1,5 @@
 """LoRA files → the normalised LoraFile (parsing, formats, architecture); see models/sd/lora.py for the list of
-formats and how the layers are resolved and applied. Split from sd_lora.py (which re-exports every name here)."""
+formats and how the layers are resolved and applied."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core import identify
 from . import lora_lycoris as lycoris
 from .types import ARCH_NAMES, GenerationError
-from ..core import identify
 
 log = logging.getLogger("visionkit")
 

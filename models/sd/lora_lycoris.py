@@ -1,4 +1,4 @@
-"""LyCORIS LoHa and LoKr layers: parsed into sd_lora.LoraLayer and turned into ΔW for the same in-place mechanism.
+"""LyCORIS LoHa and LoKr layers: parsed into lora_formats.LoraLayer and turned into ΔW for the same in-place mechanism.
 
 Keys (kohya-style names, as LyCORIS and ComfyUI write them): `<base>.hada_w1_a/.hada_w1_b/.hada_w2_a/.hada_w2_b`
 (+ `.alpha`), `<base>.lokr_w1` or `.lokr_w1_a/.lokr_w1_b`, `<base>.lokr_w2` or `.lokr_w2_a/.lokr_w2_b` (+ `.alpha`).
@@ -6,7 +6,7 @@ The published formulas (LyCORIS' paper and code, the same in ComfyUI core):
 - LoHa: ΔW = (w1_a @ w1_b) ⊙ (w2_a @ w2_b) · alpha / rank, rank = w1_b's first dimension (no alpha: scale 1);
 - LoKr: ΔW = kron(w1, w2), each either given or the product of its low-rank pair; scale alpha / rank where a
   low-rank pair gives the rank (w2's when both do), else 1. A 4-D w2 (conv) takes w1 as (o1, i1, 1, 1).
-Tucker/CP variants (`hada_t1`, `lokr_t2`) are refused by sd_lora with a message saying so.
+Tucker/CP variants (`hada_t1`, `lokr_t2`) are refused by lora_formats with a message saying so.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 - `load_pipeline(path, dtype, vae_path, name)` → `PipelineHandle` (VK_PIPELINE). It loads eagerly through
   the cache, so a broken or wrong file fails at the loader, with the architecture in the message.
-- The cached value is a `Components` (sd_types): diffusers UNet2DConditionModel and AutoencoderKL,
+- The cached value is a `Components` (types): diffusers UNet2DConditionModel and AutoencoderKL,
   transformers CLIPTextModel (+ CLIPTextModelWithProjection for SDXL), transformers CLIPTokenizers (SD1.5 and
   SDXL's tokenizer pad with <|endoftext|>, SDXL's tokenizer_2 with "!"), and the scheduler config as a dict
   (the shipped one for single files, the folder's own for diffusers folders; build any scheduler from it with
@@ -10,7 +10,7 @@
 - A VAE override is its own cache entry (kind "sd_vae"); `use_pipeline(handle)` yields the Components with
   that VAE in place (the cached Components is never modified).
 - Fully offline: single files get the configs shipped in models/sd/configs (overlaid with the file's
-  shapes, see sd_convert), tokenizers are built from open_clip's bundled BPE (clip_base), diffusers and
+  shapes, see convert), tokenizers are built from open_clip's bundled BPE (clip_base), diffusers and
   transformers only ever read local folders (local_files_only=True).
 - dtype: "auto" is resolved by the loader (fp16 on CUDA, fp32 elsewhere) before the cache key is made, so
   "auto" and the dtype it means share one entry.
@@ -34,7 +34,6 @@ from .convert import (
     PipelineLoadError,
     convert,
     convert_vae_file,
-    describe_foreign,
     detect,
     shipped_config,
 )
@@ -56,6 +55,11 @@ def resolve_dtype(dtype: str) -> str:
     if dtype == "auto":
         return "fp16" if host.default_dtype() == torch.float16 else "fp32"
     return dtype
+
+
+def torch_dtype(dtype: str, device=None) -> torch.dtype:
+    """A model spec's dtype name as a torch dtype; "auto" (or anything else) is the device's default."""
+    return TORCH_DTYPES.get(dtype) or host.default_dtype(device)
 
 
 # ================================================================ building modules
@@ -335,5 +339,5 @@ def use_pipeline(handle: PipelineHandle) -> Iterator[Components]:
                 yield replace(comps, vae=vae)
 
 
-__all__ = ["DTYPES", "PipelineLoadError", "build_tokenizer", "describe_foreign", "detect_folder", "load_pipeline",
+__all__ = ["DTYPES", "PipelineLoadError", "build_tokenizer", "detect_folder", "load_pipeline",
            "pipeline_spec", "resolve_dtype", "use_pipeline", "vae_spec"]

@@ -17,44 +17,45 @@ One run, as diffusers' pipelines do it (so results equal them for the same seed,
 - SDXL: added_cond_kwargs text_embeds = pooled, time_ids = Conditioning.add_time_ids; the VAE runs in fp32 when
   it is fp16 and its config says force_upcast (a run-local fp32 copy: the cached VAE is not touched).
 - Images whose size is not a multiple of 8 are padded (edge pixels repeated) and the output cropped back.
-- ControlNet entries act at step i of n when start <= i/n < end (sd_controlnet.is_active, ComfyUI-like); diffusers'
+- ControlNet entries act at step i of n when start <= i/n < end (controlnet.is_active, ComfyUI-like); diffusers'
   ControlNet pipelines keep one while start <= i/n and (i+1)/n <= end: the same steps when start and end fall on
   step boundaries (e.g. 0.25 / 0.75 with 4 steps), otherwise diffusers drops the step that straddles `end`.
 
 Per-run patches: everything that changes the UNet for the run goes through one models.core.patching.RunPatches block
 around the denoising loop, which holds the UNet's lock for the run. Run hooks' patches are undone when the run
-ends, fails or is cancelled; the handle's LoRAs (sd_lora.apply_lora_unet) are patched in place once per stack and
-kept, recorded, until a run asks for another stack (no LoRA included): other runs never see them (sd_lora_apply).
+ends, fails or is cancelled; the handle's LoRAs (lora.apply_lora_unet) are patched in place once per stack and
+kept, recorded, until a run asks for another stack (no LoRA included): other runs never see them (lora_apply).
 
-Run hooks (extension point): VK_CONTROL entries are grouped by kind and each kind's registered factory builds a
-`RunHook` for the run. A hook may pin models and patch the UNet in `enter(run, patches, stack)` (e.g. IP-Adapter's
-attention processors via `patches.set_attr` / `patches.add`) and add keyword arguments to every UNet call in
-`unet_kwargs(step)` (ControlNet residuals, `added_cond_kwargs` such as image_embeds, `cross_attention_kwargs`).
-"controlnet" is registered here; "ipadapter" (models/sd/ip_adapter.py) and "instantid" (models/sd/instantid.py) are
-registered as "module:attribute" strings, imported on first use so the pack's import stays cheap.
+VK_CONTROL entries are grouped by kind; RUN_HOOKS below names the hook that applies each kind during the run
+(the protocol: models/sd/run_hooks.py). Settings and their limits: models/sd/sampler_settings.py.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from ..core import host
 from ..core.imageops import check_image, match_mask
 from ..core.patching import RunPatches
+from . import lora
+from .controlnet import ControlNetHook
+from .instantid_run import InstantIDHook
+from .ip_adapter_run import IPAdapterHook
 from .memory import check_memory, interruptible
 from .pipeline import use_pipeline
 from .prompt import repeat_to_common_length
-from .schedulers import SCHEDULER_NAMES, make_scheduler, schedule, step_kwargs
+from .run_hooks import Run, RunHook, StepInputs, merge_unet_kwargs
+from .sampler_settings import SamplerSettings, check_settings
+from .schedulers import make_scheduler, schedule, step_kwargs
 from .types import (
     ARCH_NAMES,
+    CONDITIONING_TYPE,
     KIND_NAMES,
+    PIPELINE_TYPE,
     Conditioning,
     GenerationError,
     PipelineHandle,
@@ -63,194 +64,27 @@ from .types import (
 
 log = logging.getLogger("visionkit")
 
-MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
-MAX_STEPS = 100
-MIN_SIZE = 16  # ComfyUI's Empty Latent Image minimum
-MAX_SIZE = 16384
-MAX_BATCH = 64
-
-
-# ================================================================ settings and checks
-@dataclass(frozen=True)
-class SamplerSettings:
-    steps: int = 4
-    guidance: float = 1.0
-    seed: int = 0
-    scheduler: str = "lcm"
-    denoise: float = 1.0  # image-to-image / inpainting only
-    width: int = 512  # text-to-image only (an IMAGE sets the size)
-    height: int = 512
-    batch_size: int = 1
-
-
-def _number(name, value, lo, hi, whole=True):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return f"{name} must be a number, not {value!r}"
-    if not math.isfinite(v):
-        return f"{name} must be a finite number, not {value!r}"
-    if whole and not v.is_integer():
-        return f"{name} must be a whole number, not {value!r}"
-    if whole:
-        v = value if isinstance(value, int) else int(v)  # exact for seeds up to 2^64-1
-    if not lo <= v <= hi:
-        return f"{name} {value} is outside {lo}..{hi}: set it within that range"
-    return None
-
-
-def check_settings(steps=None, guidance=None, seed=None, scheduler=None, denoise=None, width=None, height=None,
-                   batch_size=None) -> str | None:
-    """The first problem with these settings, in words (None = fine). Unset (None) values are not checked."""
-    if width is not None or height is not None:
-        for name, v in (("width", width), ("height", height)):
-            if v is None:
-                continue
-            msg = _number(name, v, MIN_SIZE, MAX_SIZE)
-            if msg:
-                return msg + " pixels"
-            if int(v) % 8:
-                lo = int(v) // 8 * 8
-                return (f"{name} {v} is not a multiple of 8 (Stable Diffusion works on 8×8-pixel latents): use "
-                        f"{max(lo, MIN_SIZE)} or {lo + 8}")
-    checks = ((steps, lambda: _number("steps", steps, 1, MAX_STEPS)),
-              (guidance, lambda: _number("guidance", guidance, 0.0, 100.0, whole=False)),
-              (seed, lambda: _number("seed", seed, 0, MAX_SEED)),
-              (batch_size, lambda: _number("batch_size", batch_size, 1, MAX_BATCH)),
-              (denoise, lambda: _number("denoise", denoise, 0.0, 1.0, whole=False)))
-    for value, check in checks:
-        msg = check() if value is not None else None
-        if msg:
-            if value is denoise:
-                msg += " (0 keeps the image, 1 repaints it completely)"
-            return msg
-    if scheduler is not None and scheduler not in SCHEDULER_NAMES:
-        return f"scheduler {scheduler!r} is not one of: {', '.join(SCHEDULER_NAMES)}"
-    return None
-
-
-# ================================================================ run hooks (VK_CONTROL entries)
-@dataclass
-class StepInputs:
-    """What a hook sees of one UNet call (after scale_model_input; [negative, positive] halves under CFG)."""
-
-    latent_model_input: torch.Tensor  # the latent channels only (an inpainting UNet's mask channels excluded)
-    timestep: Any
-    encoder_hidden_states: torch.Tensor
-    added_cond_kwargs: dict | None
-    step_index: int
-    total_steps: int
-
-
-class RunHook:
-    """Per-run behaviour of the VK_CONTROL entries of one kind (see the module docstring)."""
-
-    def __init__(self, entries):
-        self.entries = list(entries)
-
-    def enter(self, run: Run, patches: RunPatches, stack: ExitStack) -> None:
-        """Set up for the run: pin models (stack.enter_context), patch the UNet through `patches`."""
-
-    def unet_kwargs(self, step: StepInputs) -> dict:
-        return {}
-
-
-class ControlNetHook(RunHook):
-    """ControlNet entries through models/sd/controlnet.py ControlNetRun (active between start and end, summed)."""
-
-    def enter(self, run, patches, stack):
-        from .controlnet import ControlNetRun
-
-        self.cn = stack.enter_context(ControlNetRun(self.entries, run.comps, do_classifier_free_guidance=run.cfg))
-
-    def unet_kwargs(self, step):
-        down, mid = self.cn.residuals(step.latent_model_input, step.timestep, step.encoder_hidden_states,
-                                      step.step_index, step.total_steps, step.added_cond_kwargs)
-        if down is None:
-            return {}
-        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-
-
-# a factory, or "module:attribute" of a factory in this package (imported when a chain first uses the kind)
-RUN_HOOKS: dict[str, Callable[[list], RunHook] | str] = {"controlnet": ControlNetHook,
-                                                          "ipadapter": "ip_adapter:IPAdapterHook",
-                                                          "instantid": "instantid:InstantIDHook"}
-
-
-def register_run_hook(kind: str, factory: Callable[[list], RunHook] | str) -> None:
-    """Make the sampler apply VK_CONTROL entries of `kind` (factory(entries) → RunHook, or "module:attribute")."""
-    RUN_HOOKS[kind] = factory
-
-
-def _hook_factory(kind):
-    factory = RUN_HOOKS.get(kind)
-    if isinstance(factory, str):
-        import importlib
-
-        mod_name, _, attr = factory.partition(":")
-        full = f"{__package__}.{mod_name}"
-        try:
-            factory = getattr(importlib.import_module(full), attr)
-        except ModuleNotFoundError as ex:
-            if ex.name != full:
-                raise
-            factory = None
-        except AttributeError:
-            factory = None
-        if factory is not None:
-            RUN_HOOKS[kind] = factory
-    return factory
+# the VK_CONTROL kinds the sampler applies, and the hook that applies each (models/sd/run_hooks.py)
+RUN_HOOKS: dict[str, Callable[[list], RunHook]] = {"controlnet": ControlNetHook,
+                                                   "ipadapter": IPAdapterHook,
+                                                   "instantid": InstantIDHook}
 
 
 def build_hooks(chain) -> list[RunHook]:
+    """One hook per kind of entry in the chain, in the chain's order; an unknown kind is an error."""
     kinds: dict[str, list] = {}
     for e in chain or ():
         kind = getattr(e, "kind", None)
-        if _hook_factory(kind) is None:
+        if kind not in RUN_HOOKS:
             what = KIND_NAMES.get(kind, repr(kind))
-            raise GenerationError(f"{what} entries in the control chain are not available yet in the VisionKit sampler"
-                                  f" (a later version applies them); remove the {what} node from the chain")
+            raise GenerationError(f"{what} entries in the control chain are not available in the VisionKit sampler (it "
+                                  f"applies ControlNet, IP-Adapter and InstantID entries); remove the {what} node from "
+                                  "the chain")
         kinds.setdefault(kind, []).append(e)
     return [RUN_HOOKS[k](entries) for k, entries in kinds.items()]
 
 
-def _merge_kwargs(into: dict, extra: dict) -> None:
-    for k, v in extra.items():
-        if v is None:
-            continue
-        old = into.get(k)
-        if old is None:
-            into[k] = v
-        elif k == "down_block_additional_residuals":
-            into[k] = [a + b for a, b in zip(old, v)]
-        elif k == "mid_block_additional_residual":
-            into[k] = old + v
-        elif isinstance(old, dict) and isinstance(v, dict):
-            into[k] = {**old, **v}
-        else:
-            raise GenerationError(f"two kinds of control-chain entries both set the UNet's {k}; they cannot be "
-                                  "combined")
-
-
 # ================================================================ the run
-@dataclass
-class Run:
-    """The state of one sampling run (what hooks may read)."""
-
-    comps: Any
-    handle: PipelineHandle
-    settings: SamplerSettings
-    device: Any
-    dtype: Any
-    batch: int
-    cfg: bool
-    generator: torch.Generator
-    scheduler: Any = None
-    vae: Any = None  # the VAE this run encodes/decodes with (an fp32 copy for SDXL force_upcast)
-    denoise: float = 1.0  # the strength in effect (1 for text-to-image)
-    extras: dict = field(default_factory=dict)  # free space for hooks
-
-
 def _vae_for_run(comps):
     vae = comps.vae
     if comps.arch == "sdxl" and vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
@@ -411,9 +245,7 @@ def _denoise(run: Run, cond, chain, latents, timesteps, inpaint, progress_cb):
     guidance = float(run.settings.guidance)
     progress = host.Progress(len(timesteps), progress_cb)
     with RunPatches(unet) as patches, ExitStack() as stack:
-        from .lora import apply_lora_unet
-
-        apply_lora_unet(patches, comps, run.handle)
+        lora.apply_lora_unet(patches, comps, run.handle)
         for hook in hooks:
             hook.enter(run, patches, stack)
         stack.enter_context(interruptible(unet))  # Cancel is honoured inside a step, not only between steps
@@ -424,7 +256,7 @@ def _denoise(run: Run, cond, chain, latents, timesteps, inpaint, progress_cb):
             kwargs = {"encoder_hidden_states": ehs, "timestep_cond": tcond, "added_cond_kwargs": added}
             step = StepInputs(lmi, t, ehs, added, i, len(timesteps))
             for hook in hooks:
-                _merge_kwargs(kwargs, hook.unet_kwargs(step))
+                merge_unet_kwargs(kwargs, hook.unet_kwargs(step))
             x = torch.cat([lmi, mask_in, masked_in], dim=1) if nine else lmi
             noise_pred = unet(x, t, return_dict=False, **kwargs)[0]
             if run.cfg:
@@ -444,10 +276,10 @@ def generate(handle: PipelineHandle, cond: Conditioning, settings: SamplerSettin
              mask=None, progress: Callable[[int, int], None] | None = None, return_latents: bool = False):
     """Run the sampler; IMAGE (B, H, W, 3) float32 0..1 on the CPU (and the final latents when asked)."""
     if not isinstance(handle, PipelineHandle):
-        raise GenerationError(f"'pipeline' must come from VisionKit Load Pipeline (VK_PIPELINE), got "
+        raise GenerationError(f"'pipeline' must come from VisionKit Load Pipeline ({PIPELINE_TYPE}), got "
                               f"{type(handle).__name__}")
     if not isinstance(cond, Conditioning):
-        raise GenerationError(f"'conditioning' must come from VisionKit Prompt Encode (VK_CONDITIONING), got "
+        raise GenerationError(f"'conditioning' must come from VisionKit Prompt Encode ({CONDITIONING_TYPE}), got "
                               f"{type(cond).__name__}")
     s = settings
     msg = check_settings(s.steps, s.guidance, s.seed, s.scheduler, s.denoise,

@@ -1,18 +1,17 @@
-"""The values that travel between the generation nodes (VK_PIPELINE, VK_CONDITIONING, VK_CONTROL).
-
-Designed so IP-Adapter and InstantID plug in later without changing the sampler's signature:
+"""The values that travel between the generation nodes, and the names of their ComfyUI socket types.
 
 - VK_PIPELINE (`PipelineHandle`): a small, hashable description. The heavy components are resolved
-  through the shared cache (`with use_components(handle) as comps:`); LoRAs are a tuple of
+  through the shared cache (`with use_components(handle) as comps:`); LoRAs are a tuple of `LoraRef`
   (LoRA spec, unet strength, text strength) that the sampler / prompt encoder ask for; models/sd/lora_apply.py
   patches them into the cached UNet / text encoders in place once per stack and restores the originals exactly.
 - VK_CONDITIONING (`Conditioning`): prompt embeddings computed by the prompt encoder, for the positive
   and the negative prompt, pooled embeddings and SDXL's size/crop conditioning.
 - VK_CONTROL (`ControlChain`): an immutable tuple of `ControlEntry`. Every "…Apply" node takes an
   optional chain and returns a new one with its entry appended; the sampler applies every entry for
-  the steps between its start and end percent. kind "controlnet" is a ControlNet with a hint image;
-  kind "ipadapter" / "instantid" (later issues) carry image-prompt embeddings and attention-processor
-  settings in `extra`.
+  the steps between its start and end percent. Kind "controlnet" is a ControlNet with a hint image;
+  kinds "ipadapter" and "instantid" carry reference images / a face embedding and their settings in `extra`.
+- VK_CONTROLNET_MODEL, VK_IPADAPTER, VK_INSTANTID: the loaders' handles (models/sd/controlnet.py,
+  ip_adapter.py, instantid.py).
 """
 from __future__ import annotations
 
@@ -23,7 +22,14 @@ from typing import Any, Iterator
 from ..core.cache import ModelSpec, get_cache
 from ..core.errors import VisionKitError
 
-ARCHS = ("sd15", "sdxl")
+# ComfyUI socket types of the generation nodes: declared here once, used by the nodes' RETURN_TYPES / INPUT_TYPES
+PIPELINE_TYPE = "VK_PIPELINE"
+CONDITIONING_TYPE = "VK_CONDITIONING"
+CONTROL_TYPE = "VK_CONTROL"
+CONTROLNET_TYPE = "VK_CONTROLNET_MODEL"
+IPADAPTER_TYPE = "VK_IPADAPTER"
+INSTANTID_TYPE = "VK_INSTANTID"
+
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
 
 
