@@ -11,7 +11,7 @@ Accepted, offline:
 A single file's configuration is read from the tensor shapes: hidden size (class embedding), layers, MLP width
 (fc1), patch size (patch embedding kernel), image size (patch × √(positions − 1)), projection dim
 (visual_projection). What shapes cannot tell follows the standard CLIP ViTs: the head width open_clip's shipped
-model configs give for that width (clip_arch: ViT-B 768 and ViT-L 1024 → 64-wide heads (12, 16 heads); ViT-H
+model configs give for that width (perception/clip_files: ViT-B 768 and ViT-L 1024 → 64-wide heads (12, 16 heads); ViT-H
 1280 → 80 (16 heads); ViT-bigG 1664 → 104 (16 heads); any other width → 64, i.e. heads = hidden / 64 — NOT
 right for ViT-H / bigG, whose heads are wider), layer-norm eps 1e-5, and the activation: OpenAI's ViT-B (768 wide)
 and ViT-L (1024 wide, patch 14) use quick_gelu, the LAION/OpenCLIP ones (ViT-H 1280, ViT-bigG 1664) gelu.

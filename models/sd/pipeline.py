@@ -10,7 +10,7 @@
 - A VAE override is its own cache entry (kind "sd_vae"); `use_pipeline(handle)` yields the Components with
   that VAE in place (the cached Components is never modified).
 - Fully offline: single files get the configs shipped in models/sd/configs (overlaid with the file's
-  shapes, see convert), tokenizers are built from open_clip's bundled BPE (clip_base), diffusers and
+  shapes, see convert), tokenizers are built from open_clip's bundled BPE (perception/clip_inputs), diffusers and
   transformers only ever read local folders (local_files_only=True).
 - dtype: "auto" is resolved by the loader (fp16 on CUDA, fp32 elsewhere) before the cache key is made, so
   "auto" and the dtype it means share one entry.
@@ -108,7 +108,7 @@ def _text_model(cfg: dict, sd: dict, with_projection: bool, what: str, where: st
 
 
 def build_tokenizer(pad: str = "<|endoftext|>"):
-    """A transformers CLIPTokenizer from open_clip's BPE (offline, as clip_base builds it), 77 tokens, padding
+    """A transformers CLIPTokenizer from open_clip's BPE (offline, as perception/clip_inputs builds it), 77 tokens, padding
     with `pad`. The pad token is given at construction, as the SD folders' tokenizer files give it, so it is a
     special token there too (SDXL's tokenizer_2 then reads "!!" as two pad tokens, exactly as diffusers does)."""
     from transformers import CLIPTokenizer

@@ -168,7 +168,7 @@ def parse_weights(text: str) -> list[tuple[str, float]]:
 
 # ================================================================ tokens and chunks
 def _raw_tokenizer(tokenizer):
-    return getattr(tokenizer, "_tok", tokenizer)  # clip_base's _HFTokenizer wraps a transformers tokenizer
+    return getattr(tokenizer, "_tok", tokenizer)  # perception/clip_inputs' tokenizer wrapper wraps a transformers tokenizer
 
 
 @dataclass(frozen=True)
