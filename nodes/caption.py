@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 from ..models.core import folders
-from ..models.perception.caption import MAX_BEAMS, MAX_TOKENS, caption, load_caption_model
+from ..models.perception.caption import (
+    CAPTION_MODEL_TYPE,
+    MAX_BEAMS,
+    MAX_TOKENS,
+    caption,
+    load_caption_model,
+)
 from ..models.perception.hf_folder import DTYPES
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
@@ -14,7 +20,7 @@ class VisionKitCaptionLoader:
                    "folder: the transformers folder with its tokenizer and image settings, read offline.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_CAPTION_MODEL",)
+    RETURN_TYPES = (CAPTION_MODEL_TYPE,)
     RETURN_NAMES = ("caption_model",)
     OUTPUT_TOOLTIPS = ("The BLIP model, for 'VisionKit Caption Image (BLIP)'.",)
 
@@ -60,7 +66,7 @@ class VisionKitCaption:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "caption_model": ("VK_CAPTION_MODEL", {"tooltip": "From 'VisionKit Load Caption Model (BLIP)'."}),
+                "caption_model": (CAPTION_MODEL_TYPE, {"tooltip": "From 'VisionKit Load Caption Model (BLIP)'."}),
                 "image": ("IMAGE", {"tooltip": "The image(s) to describe; each image of a batch gets its own caption."}),
                 "prefix": ("STRING", {"default": "", "multiline": False, "tooltip":
                            "Optional start of the caption that BLIP continues (conditional captioning), e.g. "

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 from ..models.core import folders
-from ..models.perception.clip_model import ACTIVATIONS, DTYPES, load_clip_model
+from ..models.perception.clip_model import (
+    ACTIVATIONS,
+    CLIP_MODEL_TYPE,
+    DTYPES,
+    load_clip_model,
+)
 from ..models.perception.clip_zero_shot import (
     parse_labels,
     rank_images,
@@ -33,7 +38,7 @@ class VisionKitCLIPLoader:
                    "offline; the tokenizer is CLIP's BPE shipped with open_clip (or the folder's own files).")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_CLIP_MODEL",)
+    RETURN_TYPES = (CLIP_MODEL_TYPE,)
     RETURN_NAMES = ("clip_model",)
     OUTPUT_TOOLTIPS = ("The CLIP model, for 'VisionKit CLIP Zero-Shot Classify' and 'VisionKit CLIP Rank Images'.",)
 
@@ -102,7 +107,7 @@ class VisionKitCLIPZeroShot:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip_model": ("VK_CLIP_MODEL", {"tooltip": MODEL_TIP}),
+                "clip_model": (CLIP_MODEL_TYPE, {"tooltip": MODEL_TIP}),
                 "image": ("IMAGE", {"tooltip": IMAGE_TIP}),
                 "labels": ("STRING", {"multiline": True, "default": "a cat\na dog\na car",
                                       "tooltip": "The candidate texts, one per line. Blank lines and lines of only "
@@ -160,7 +165,7 @@ class VisionKitCLIPRankImages:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip_model": ("VK_CLIP_MODEL", {"tooltip": MODEL_TIP}),
+                "clip_model": (CLIP_MODEL_TYPE, {"tooltip": MODEL_TIP}),
                 "images": ("IMAGE", {"tooltip": "The batch of images to rank."}),
                 "text": ("STRING", {"multiline": True, "default": "a photo of a cat",
                                     "tooltip": "What the images should show; line breaks count as spaces."}),

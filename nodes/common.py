@@ -72,3 +72,35 @@ def human_bytes(n: float) -> str:
 
 def short_path(p: str) -> str:
     return os.path.basename(p.rstrip(os.sep))
+
+
+# ---------------------------------------------------------------- the Apply nodes' step window and strengths
+# ControlNet, IP-Adapter and InstantID each act on a window of the sampler's steps with one or two strengths. The
+# widgets and the check the node runs come from the same limits, declared once per node (e.g. STRENGTH = (0, 10)).
+def window_inputs(what: str, detail: str = "") -> dict:
+    """The start_percent / end_percent widgets of an Apply node whose effect is `what`."""
+    return {
+        "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                          f"The fraction of the steps at which {what} starts acting{detail}."}),
+        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                        "The fraction of the steps at which it stops (a step i of n acts when start <= i/n < end)."}),
+    }
+
+
+def strength_input(default: float, limits: tuple[float, float], tooltip: str) -> tuple:
+    """A strength / weight widget whose range is `limits` (the same limits check_window uses)."""
+    return ("FLOAT", {"default": default, "min": limits[0], "max": limits[1], "step": 0.01, "tooltip": tooltip})
+
+
+def check_window(what: str, start_percent, end_percent, **strengths) -> bool | str:
+    """True, or the message for a step window that never acts or a strength outside its limits.
+
+    `strengths`: name=(value, (low, high)). Checked when the node runs: the window is a joint check of two inputs,
+    and ComfyUI would attach a VALIDATE_INPUTS message to both (see validate_model)."""
+    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
+        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
+                f"otherwise {what} never acts: set start_percent below end_percent")
+    for name, (value, (low, high)) in strengths.items():
+        if not low <= float(value) <= high:  # NaN fails too (ComfyUI's min/max check lets NaN through)
+            return f"{name} must be between {low:g} and {high:g}, not {value}"
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..models.core import folders
 from ..models.perception import depth as depth_mod
 from ..models.perception import hf_folder
+from ..models.perception.depth import DEPTH_MODEL_TYPE
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 from .preview import with_preview
 
@@ -16,7 +17,7 @@ class VisionKitDepthLoader:
                    "depth-anything/Depth-Anything-V2-Small-hf. Nothing is downloaded.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_DEPTH_MODEL",)
+    RETURN_TYPES = (DEPTH_MODEL_TYPE,)
     RETURN_NAMES = ("depth_model",)
     OUTPUT_TOOLTIPS = ("The depth model, for VisionKit Depth Map.",)
 
@@ -63,7 +64,7 @@ class VisionKitDepthEstimate:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "depth_model": ("VK_DEPTH_MODEL", {"tooltip": "From VisionKit Load Depth Model."}),
+                "depth_model": (DEPTH_MODEL_TYPE, {"tooltip": "From VisionKit Load Depth Model."}),
                 "image": ("IMAGE", {"tooltip": "The image(s); every image of the batch gets its own depth map."}),
             },
             "optional": {

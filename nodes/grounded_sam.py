@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..models.core.imageops import check_image
 from ..models.perception import boxes as boxes_mod
 from ..models.perception import grounding_dino_detect as gd
+from ..models.perception.boxes import BOXES_TYPE
 from ..models.perception.sam import MULTIMASK
 from .common import CATEGORY
 from .grounding_dino import VisionKitGroundingDINODetect, check_options
@@ -20,7 +21,7 @@ class VisionKitGroundedSAM:
                    "empty mask and a preview that says so.")
     CATEGORY = f"{CATEGORY}/perception"
     FUNCTION = "run"
-    RETURN_TYPES = ("MASK", "VK_BOXES", "IMAGE", "STRING")
+    RETURN_TYPES = ("MASK", BOXES_TYPE, "IMAGE", "STRING")
     RETURN_NAMES = ("mask", "boxes", "preview", "scores_json")
     OUTPUT_TOOLTIPS = ("One mask per image (union), or one per object.",
                        "The boxes Grounding DINO found (after the position / best-only / max options).",

@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..models.core import folders
 from ..models.perception import boxes as boxes_mod
 from ..models.perception import grounding_dino_detect as gd
-from ..models.perception.grounding_dino import load_dino_model
+from ..models.perception.boxes import BOXES_TYPE
+from ..models.perception.grounding_dino import DINO_MODEL_TYPE, load_dino_model
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 
 KEY = "grounding-dino"
@@ -28,7 +29,7 @@ class VisionKitGroundingDINOLoader:
                    "from the weights.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_DINO_MODEL",)
+    RETURN_TYPES = (DINO_MODEL_TYPE,)
     RETURN_NAMES = ("dino_model",)
     OUTPUT_TOOLTIPS = ("The Grounding DINO model, for VisionKit Grounding DINO Detect and Grounded SAM.",)
 
@@ -64,7 +65,7 @@ class VisionKitGroundingDINODetect:
                    "found is a normal result: no boxes, an empty mask, and a preview saying so.")
     CATEGORY = f"{CATEGORY}/perception"
     FUNCTION = "detect"
-    RETURN_TYPES = ("VK_BOXES", "IMAGE", "MASK", "STRING")
+    RETURN_TYPES = (BOXES_TYPE, "IMAGE", "MASK", "STRING")
     RETURN_NAMES = ("boxes", "preview", "mask", "boxes_json")
     OUTPUT_TOOLTIPS = (
         "Per image a list of {box: [x0, y0, x1, y1] (pixels, x1/y1 exclusive), score, label}, highest score first.",
@@ -77,7 +78,7 @@ class VisionKitGroundingDINODetect:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "dino_model": ("VK_DINO_MODEL", {"tooltip": "From VisionKit Grounding DINO Loader."}),
+                "dino_model": (DINO_MODEL_TYPE, {"tooltip": "From VisionKit Grounding DINO Loader."}),
                 "image": ("IMAGE", {"tooltip": "The image(s) to search; every image of the batch is searched."}),
                 "prompt": ("STRING", {
                     "default": "person .", "multiline": False,

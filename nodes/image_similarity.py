@@ -6,6 +6,7 @@ from ..models.perception.hf_folder import DTYPES
 from ..models.perception.image_similarity import (
     COMBINE,
     POOLING,
+    SIMILARITY_MODEL_TYPE,
     compare,
     load_similarity_model,
     rank,
@@ -23,7 +24,7 @@ class VisionKitImageSimilarityLoader:
                    "images: near-duplicates, same object, same scene.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_SIMILARITY_MODEL",)
+    RETURN_TYPES = (SIMILARITY_MODEL_TYPE,)
     RETURN_NAMES = ("similarity_model",)
     OUTPUT_TOOLTIPS = ("The DINOv2 model, for 'VisionKit Image Similarity' and 'VisionKit Rank Similar Images'.",)
 
@@ -81,7 +82,7 @@ class VisionKitImageSimilarity:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "similarity_model": ("VK_SIMILARITY_MODEL", {"tooltip": MODEL_TIP}),
+            "similarity_model": (SIMILARITY_MODEL_TYPE, {"tooltip": MODEL_TIP}),
             "image_a": ("IMAGE", {"tooltip": "First image(s), e.g. the reference."}),
             "image_b": ("IMAGE", {"tooltip": "Second image(s), e.g. the generated images."}),
             "pooling": (list(POOLING), {"default": "cls", "tooltip": POOLING_TIP}),
@@ -123,7 +124,7 @@ class VisionKitRankSimilarImages:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "similarity_model": ("VK_SIMILARITY_MODEL", {"tooltip": MODEL_TIP}),
+                "similarity_model": (SIMILARITY_MODEL_TYPE, {"tooltip": MODEL_TIP}),
                 "reference": ("IMAGE", {"tooltip": "What to look for (several images: their mean embedding)."}),
                 "images": ("IMAGE", {"tooltip": "The batch of images to rank (e.g. several Load Image nodes joined "
                                                 "with Batch Images)."}),

@@ -5,19 +5,24 @@ from ..models.core import folders
 from ..models.perception.faces import FACE_MODEL_TYPE
 from ..models.sd.instantid import apply_instantid, load_instantid
 from ..models.sd.types import CONTROL_TYPE, INSTANTID_TYPE
-from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+from .common import (
+    CATEGORY,
+    check_window,
+    file_fingerprint,
+    model_combo,
+    strength_input,
+    validate_model,
+    window_inputs,
+)
+
+IP_WEIGHT = (0.0, 3.0)
+CONTROLNET_STRENGTH = (0.0, 10.0)
 
 
 def check_settings(start_percent=0.0, end_percent=1.0, ip_weight=0.8, controlnet_strength=0.8) -> bool | str:
     """True or the message for Apply InstantID's step window and strengths (checked when the node runs)."""
-    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
-        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                "otherwise InstantID never acts: set start_percent below end_percent")
-    if not 0.0 <= float(ip_weight) <= 3.0:
-        return f"ip_weight must be between 0 and 3, not {ip_weight}"
-    if not 0.0 <= float(controlnet_strength) <= 10.0:
-        return f"controlnet_strength must be between 0 and 10, not {controlnet_strength}"
-    return True
+    return check_window("InstantID", start_percent, end_percent, ip_weight=(ip_weight, IP_WEIGHT),
+                        controlnet_strength=(controlnet_strength, CONTROLNET_STRENGTH))
 
 
 class VisionKitInstantIDLoader:
@@ -77,18 +82,11 @@ class VisionKitInstantIDApply:
                 "face_image": ("IMAGE", {"tooltip": "The reference face(s). Several images: their face embeddings "
                                                     "are averaged (more references, steadier identity). The largest "
                                                     "face of each image is used."}),
-                "ip_weight": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 3.0, "step": 0.01, "tooltip":
-                              "How strongly the face identity steers the image (the image-prompt attention scale; "
-                              "0 = off)."}),
-                "controlnet_strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
-                                        "How strongly the IdentityNet holds the face's position and pose (its "
-                                        "ControlNet scale; 0 = off)."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                  "The fraction of the steps at which InstantID starts acting (attention and "
-                                  "IdentityNet)."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                "The fraction of the steps at which it stops (a step i of n acts when "
-                                "start <= i/n < end)."}),
+                "ip_weight": strength_input(0.8, IP_WEIGHT, "How strongly the face identity steers the image (the "
+                                                            "image-prompt attention scale; 0 = off)."),
+                "controlnet_strength": strength_input(0.8, CONTROLNET_STRENGTH, "How strongly the IdentityNet holds the "
+                                                      "face's position and pose (its ControlNet scale; 0 = off)."),
+                **window_inputs("InstantID", " (attention and IdentityNet)"),
             },
             "optional": {
                 "pose_image": ("IMAGE", {"tooltip": "Take the face position and pose from the face in this image "

@@ -5,17 +5,32 @@ from ..models.core import folders
 from ..models.core.imageops import check_image, check_mask
 from ..models.sd.ip_adapter import load_ipadapter
 from ..models.sd.ip_adapter_run import COMBINE, MODES
-from ..models.sd.types import ARCH_NAMES, CONTROL_TYPE, IPADAPTER_TYPE, ControlEntry, GenerationError, append_control
-from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+from ..models.sd.types import (
+    ARCH_NAMES,
+    CONTROL_TYPE,
+    IPADAPTER_TYPE,
+    ControlEntry,
+    GenerationError,
+    append_control,
+)
+from .common import (
+    CATEGORY,
+    check_window,
+    file_fingerprint,
+    model_combo,
+    strength_input,
+    validate_model,
+    window_inputs,
+)
+
+WEIGHT = (-1.0, 5.0)
 
 
 def check_settings(start_percent=0.0, end_percent=1.0, weight=1.0, mode="standard", combine="average") -> bool | str:
     """True or the message for Apply IP-Adapter's step window, weight and options (checked when the node runs)."""
-    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
-        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                "otherwise the IP-Adapter never acts: set start_percent below end_percent")
-    if not -1.0 <= float(weight) <= 5.0:
-        return f"weight must be between -1 and 5, not {weight}"
+    window = check_window("the IP-Adapter", start_percent, end_percent, weight=(weight, WEIGHT))
+    if window is not True:
+        return window
     if mode not in MODES:
         return f"mode {mode!r} must be one of: {', '.join(MODES)}"
     if combine not in COMBINE:
@@ -78,14 +93,9 @@ class VisionKitIPAdapterApply:
                 "ipadapter": (IPADAPTER_TYPE, {"tooltip": "From VisionKit Load IP-Adapter."}),
                 "image": ("IMAGE", {"tooltip": "The reference image(s). Centre-cropped to a square and resized to the "
                                                "image encoder's input (224 px for the real encoders)."}),
-                "weight": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.01, "tooltip":
-                           "How strongly the reference steers the image (0 = off; 0.5–1 is typical; with a text "
-                           "prompt, lower values keep more of the prompt)."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                  "The fraction of the steps at which the IP-Adapter starts acting."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                "The fraction of the steps at which it stops (a step i of n acts when "
-                                "start <= i/n < end)."}),
+                "weight": strength_input(1.0, WEIGHT, "How strongly the reference steers the image (0 = off; 0.5–1 is "
+                                                      "typical; with a text prompt, lower values keep more of the prompt)."),
+                **window_inputs("the IP-Adapter"),
                 "mode": (list(MODES), {"default": "standard", "tooltip":
                          "standard: every cross-attention layer. style only / composition only: InstantStyle's "
                          "blocks (SDXL up_blocks.0.attentions.1 / down_blocks.2.attentions.1; SD1.5 up_blocks.1 / "

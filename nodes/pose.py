@@ -4,6 +4,8 @@ from __future__ import annotations
 from ..models.core import folders
 from ..models.perception import hf_folder
 from ..models.perception import pose as pose_mod
+from ..models.perception.boxes import BOXES_TYPE
+from ..models.perception.pose import POSE_MODEL_TYPE
 from .common import CATEGORY, file_fingerprint, model_combo, to_json, validate_model
 from .preview import with_preview
 
@@ -16,7 +18,7 @@ class VisionKitPoseLoader:
                    "is downloaded.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_POSE_MODEL",)
+    RETURN_TYPES = (POSE_MODEL_TYPE,)
     RETURN_NAMES = ("pose_model",)
     OUTPUT_TOOLTIPS = ("The ViTPose model, for VisionKit Pose From Photo.",)
 
@@ -66,7 +68,7 @@ class VisionKitPoseEstimate:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "pose_model": ("VK_POSE_MODEL", {"tooltip": "From VisionKit Load Pose Model."}),
+                "pose_model": (POSE_MODEL_TYPE, {"tooltip": "From VisionKit Load Pose Model."}),
                 "image": ("IMAGE", {"tooltip": "The photo(s); every image of the batch is done."}),
                 "threshold": ("FLOAT", {
                     "default": pose_mod.DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -74,7 +76,7 @@ class VisionKitPoseEstimate:
                                "the neck needs both shoulders)."}),
             },
             "optional": {
-                "boxes": ("VK_BOXES", {
+                "boxes": (BOXES_TYPE, {
                     "tooltip": "Person boxes (e.g. Grounding DINO Detect, prompt 'person'): one pose per box. Not "
                                "connected: the whole image is one person."}),
             },

@@ -8,8 +8,10 @@ import torch
 from ..models.core import folders, host
 from ..models.core.cache import get_cache
 from ..models.core.imageops import ImageInputError, check_image, check_mask
+from ..models.perception.boxes import BOXES_TYPE
 from ..models.perception.sam import (
     MULTIMASK,
+    SAM_MODEL_TYPE,
     SamPromptError,
     build_objects,
     grow_and_feather,
@@ -28,7 +30,7 @@ class VisionKitSAMLoader:
                    "read from the weights, so renamed files work.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_SAM_MODEL",)
+    RETURN_TYPES = (SAM_MODEL_TYPE,)
     RETURN_NAMES = ("sam_model",)
     OUTPUT_TOOLTIPS = ("The SAM model, for SAM Segment and Grounded SAM.",)
 
@@ -122,7 +124,7 @@ class VisionKitSAMSegment:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "sam_model": ("VK_SAM_MODEL", {"tooltip": "From VisionKit SAM Loader."}),
+                "sam_model": (SAM_MODEL_TYPE, {"tooltip": "From VisionKit SAM Loader."}),
                 "image": ("IMAGE", {"tooltip": "The image(s) to segment; prompts are in its pixels."}),
                 "multimask": (list(MULTIMASK), {"default": "best score", "tooltip":
                               "SAM proposes 3 masks per prompt: keep the best-scored one, their union, or all "
@@ -138,7 +140,7 @@ class VisionKitSAMSegment:
                            "union: one mask per image; per object: one mask per prompt object."}),
             },
             "optional": {
-                "boxes": ("VK_BOXES", {"tooltip": "Boxes per image, e.g. from Grounding DINO Detect."}),
+                "boxes": (BOXES_TYPE, {"tooltip": "Boxes per image, e.g. from Grounding DINO Detect."}),
                 "points": ("STRING", {"default": "", "multiline": False, "tooltip":
                            'Points and boxes in pixels of the first image: {"points": [[x, y, 1], [x, y, 0]], '
                            '"boxes": [[x0, y0, x1, y1]]}; 1 = include, 0 = exclude. Written by the canvas editor '

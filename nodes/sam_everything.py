@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..models.perception.sam import SAM_MODEL_TYPE
 from ..models.perception.sam_everything import (
     MAX_CROP_LAYERS,
     MAX_POINTS_PER_BATCH,
@@ -37,7 +38,7 @@ class VisionKitSAMSegmentEverything:
         d = Settings()
         return {
             "required": {
-                "sam_model": ("VK_SAM_MODEL", {"tooltip": "From 'VisionKit Load SAM Model'."}),
+                "sam_model": (SAM_MODEL_TYPE, {"tooltip": "From 'VisionKit Load SAM Model'."}),
                 "image": ("IMAGE", {"tooltip": "The image(s) to segment; each is encoded once."}),
                 "points_per_side": ("INT", {"default": d.points_per_side, "min": 1, "max": MAX_POINTS_PER_SIDE,
                                             "tooltip": "The grid of point prompts is this many points per side "

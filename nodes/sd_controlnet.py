@@ -5,18 +5,30 @@ from ..models.core import folders
 from ..models.core.imageops import check_image
 from ..models.perception.canny import canny_edges
 from ..models.sd.controlnet import load_controlnet
-from ..models.sd.types import ARCH_NAMES, CONTROL_TYPE, CONTROLNET_TYPE, ControlEntry, GenerationError, append_control
-from .common import CATEGORY, file_fingerprint, model_combo, validate_model
+from ..models.sd.types import (
+    ARCH_NAMES,
+    CONTROL_TYPE,
+    CONTROLNET_TYPE,
+    ControlEntry,
+    GenerationError,
+    append_control,
+)
+from .common import (
+    CATEGORY,
+    file_fingerprint,
+    model_combo,
+    strength_input,
+    validate_model,
+    window_inputs,
+)
+from .common import check_window as common_window
+
+STRENGTH = (0.0, 10.0)
 
 
 def check_window(start_percent, end_percent, strength) -> bool | str:
     """True or the message for Apply ControlNet's step window and strength (checked when the node runs)."""
-    if not 0.0 <= float(start_percent) < float(end_percent) <= 1.0:
-        return (f"start_percent ({start_percent}) must be below end_percent ({end_percent}), both between 0 and 1; "
-                "otherwise the ControlNet never acts: set start_percent below end_percent")
-    if not 0.0 <= float(strength) <= 10.0:
-        return f"strength must be between 0 and 10, not {strength}"
-    return True
+    return common_window("the ControlNet", start_percent, end_percent, strength=(strength, STRENGTH))
 
 
 class VisionKitControlNetLoader:
@@ -64,13 +76,8 @@ class VisionKitControlNetApply:
                 "controlnet": (CONTROLNET_TYPE, {"tooltip": "From VisionKit Load ControlNet."}),
                 "image": ("IMAGE", {"tooltip": "The hint image (edges, depth, pose ...), resized to the output size. "
                                                "One image for the whole batch, or one per generated image."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
-                             "How strongly the ControlNet steers the image (0 = off)."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                  "The fraction of the steps at which the ControlNet starts acting."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                "The fraction of the steps at which it stops (a step i of n acts when "
-                                "start <= i/n < end)."}),
+                "strength": strength_input(1.0, STRENGTH, "How strongly the ControlNet steers the image (0 = off)."),
+                **window_inputs("the ControlNet"),
             },
             "optional": {
                 "control": (CONTROL_TYPE, {"tooltip": "An existing chain (ControlNet, IP-Adapter, InstantID) to "

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from ..models.sd.prompt import MIN_CLIP_LAYER, SizeCond, encode_pair
 from ..models.sd.prompt_tokens import check_nesting
-from ..models.sd.types import CONDITIONING_TYPE, PIPELINE_TYPE, GenerationError, PipelineHandle
+from ..models.sd.types import (
+    CONDITIONING_TYPE,
+    PIPELINE_TYPE,
+    GenerationError,
+    PipelineHandle,
+)
 from .common import CATEGORY
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION

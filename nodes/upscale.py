@@ -7,8 +7,15 @@ import math
 from ..models.core import folders
 from ..models.core.cache import ModelSpec
 from ..models.core.imageops import check_image
-from ..models.upscale.arch import DTYPES, load_upscale_model
-from ..models.upscale.tiles import ALPHA_MODES, DEFAULT_TILE, DEFAULT_TILE_PAD, MAX_TILE_BATCH, MIN_TILE, upscale_image
+from ..models.upscale.arch import DTYPES, UPSCALE_MODEL_TYPE, load_upscale_model
+from ..models.upscale.tiles import (
+    ALPHA_MODES,
+    DEFAULT_TILE,
+    DEFAULT_TILE_PAD,
+    MAX_TILE_BATCH,
+    MIN_TILE,
+    upscale_image,
+)
 from .common import CATEGORY, file_fingerprint, model_combo, validate_model
 
 
@@ -19,7 +26,7 @@ class VisionKitUpscaleModelLoader:
                    "1x restoration models. The architecture and scale are read from the weights, never the name.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_UPSCALE_MODEL",)
+    RETURN_TYPES = (UPSCALE_MODEL_TYPE,)
     RETURN_NAMES = ("upscale_model",)
     OUTPUT_TOOLTIPS = ("The upscale model, for VisionKit Upscale.",)
 
@@ -112,7 +119,7 @@ class VisionKitUpscale:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "upscale_model": ("VK_UPSCALE_MODEL", {"tooltip": "A model from 'VisionKit Load Upscale Model'."}),
+                "upscale_model": (UPSCALE_MODEL_TYPE, {"tooltip": "A model from 'VisionKit Load Upscale Model'."}),
                 "image": ("IMAGE", {"tooltip": "The images to upscale (a batch is upscaled image by image; an "
                                                "alpha channel is kept)."}),
                 "outscale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_OUTSCALE, "step": 0.05,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..models.core import folders
 from ..models.perception.hf_folder import DTYPES
 from ..models.perception.vit_labels import (
+    LABELS_MODEL_TYPE,
     MAX_TOP_K,
     LabelsError,
     check_top_k,
@@ -19,7 +20,7 @@ class VisionKitImageLabelsLoader:
                    "offline.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
-    RETURN_TYPES = ("VK_LABELS_MODEL",)
+    RETURN_TYPES = (LABELS_MODEL_TYPE,)
     RETURN_NAMES = ("labels_model",)
     OUTPUT_TOOLTIPS = ("The classifier, for 'VisionKit Image Labels (ViT)'.",)
 
@@ -75,7 +76,7 @@ class VisionKitImageLabels:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "labels_model": ("VK_LABELS_MODEL", {"tooltip": "From 'VisionKit Load Image Labels Model (ViT)'."}),
+            "labels_model": (LABELS_MODEL_TYPE, {"tooltip": "From 'VisionKit Load Image Labels Model (ViT)'."}),
             "image": ("IMAGE", {"tooltip": "The image(s) to label; each image of a batch gets its own labels."}),
             "top_k": ("INT", {"default": 5, "min": 1, "max": MAX_TOP_K,
                               "tooltip": "How many labels per image (highest probability first)."}),

@@ -161,3 +161,19 @@ def test_every_capability_module_belongs_to_a_package():
     for p in (ROOT / "models").rglob("*.py"):
         counts[p.relative_to(ROOT / "models").parts[0]] += 1
     assert set(counts) >= {"core", *CAPABILITIES}, counts
+
+
+def test_socket_types_are_declared_once():
+    """Each custom socket type ("VK_...") is one constant in the engine whose value travels on it; nodes import it."""
+    import re
+
+    seen = defaultdict(list)
+    for top in ("models", "nodes"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                        and re.fullmatch(r"VK_[A-Z_]+", node.value):
+                    seen[node.value].append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert len(seen) >= 15, sorted(seen)  # the scan finds them
+    repeated = {name: where for name, where in seen.items() if len(where) > 1}
+    assert not repeated, repeated

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 
 from ..core.errors import VisionKitError
 
+BOXES_TYPE = "VK_BOXES"  # the ComfyUI socket type of per-image detection boxes (the format above)
+
 POSITIONS = ("all", "left-most", "right-most", "largest", "smallest", "top-most", "bottom-most")
 NO_DETECTION_NOTE = "no detection"
 

@@ -31,6 +31,8 @@ from .hf_folder import (
     require_files,
 )
 
+CAPTION_MODEL_TYPE = "VK_CAPTION_MODEL"  # the ComfyUI socket type of a loaded BLIP caption model
+
 MAX_TOKENS = 512
 MAX_BEAMS = 16
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")

@@ -12,8 +12,8 @@ import os
 import re
 import zipfile
 
-from .clip_inputs import BPE_VOCAB, ClipModelError
 from ..core import identify
+from .clip_inputs import BPE_VOCAB, ClipModelError
 
 
 # ================================================================ recognising files

@@ -53,6 +53,8 @@ from .clip_inputs import (
 )
 from .hf_folder import first_line
 
+CLIP_MODEL_TYPE = "VK_CLIP_MODEL"  # the ComfyUI socket type of a loaded CLIP model
+
 log = logging.getLogger("visionkit")
 
 ACTIVATIONS = ("auto", "gelu", "quick_gelu")

@@ -28,6 +28,8 @@ from ..core.cache import Loaded, ModelSpec, get_cache
 from ..core.errors import VisionKitError
 from . import hf_folder
 
+DEPTH_MODEL_TYPE = "VK_DEPTH_MODEL"  # the ComfyUI socket type of a loaded depth model
+
 SUPPORTED = {"depth_anything": "DepthAnythingForDepthEstimation", "dpt": "DPTForDepthEstimation"}
 FOLDER_HINT = ("a transformers depth folder (config.json with model_type 'depth_anything' or 'dpt', "
                "model.safetensors, preprocessor_config.json), e.g. depth-anything/Depth-Anything-V2-Small-hf")

@@ -45,6 +45,8 @@ from .grounding_dino_original import (
     original_config,
 )
 
+DINO_MODEL_TYPE = "VK_DINO_MODEL"  # the ComfyUI socket type of a loaded Grounding DINO model
+
 SPECIAL_TOKENS = {"[CLS]": 101, "[SEP]": 102, ".": 1012, "?": 1029}  # hard-coded in the model
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")  # one of them is needed
 TOKENIZER_SUBDIRS = ("", "bert-base-uncased", "tokenizer")

@@ -27,6 +27,8 @@ from .hf_folder import (
     read_model_config,
 )
 
+SIMILARITY_MODEL_TYPE = "VK_SIMILARITY_MODEL"  # the ComfyUI socket type of a loaded DINOv2 similarity model
+
 POOLING = ("cls", "mean patch")
 COMBINE = ("mean", "max", "min")
 NEEDS = "config.json, model.safetensors and preprocessor_config.json"

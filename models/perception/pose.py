@@ -27,6 +27,8 @@ from ..core.errors import VisionKitError
 from . import boxes as boxes_mod
 from . import hf_folder, pose_draw
 
+POSE_MODEL_TYPE = "VK_POSE_MODEL"  # the ComfyUI socket type of a loaded ViTPose model
+
 DEFAULT_THRESHOLD = 0.3
 COCO_POINTS = 17
 FOLDER_HINT = ("a transformers ViTPose folder (config.json with model_type 'vitpose', model.safetensors, "

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core import identify
 from ..core.cache import Loaded, ModelSpec
 from ..core.errors import VisionKitError
 from ..core.weights import WeightsError, load_state_dict, load_strict
-from ..core import identify
+
+SAM_MODEL_TYPE = "VK_SAM_MODEL"  # the ComfyUI socket type of a loaded SAM model
 
 KNOWN = {  # embed dim → name, as segment-anything's registry calls them
     768: "vit_b", 1024: "vit_l", 1280: "vit_h",

@@ -24,6 +24,8 @@ from .hf_folder import (
     read_model_config,
 )
 
+LABELS_MODEL_TYPE = "VK_LABELS_MODEL"  # the ComfyUI socket type of a loaded ViT labels model
+
 MAX_TOP_K = 1000
 NEEDS = "config.json (with id2label), model.safetensors and preprocessor_config.json"
 

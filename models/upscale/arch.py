@@ -18,10 +18,12 @@ import math
 import os
 from dataclasses import dataclass
 
+from ..core import identify
 from ..core.cache import Loaded, ModelSpec, get_cache
 from ..core.errors import VisionKitError
 from ..core.weights import WeightsError, load_state_dict
-from ..core import identify
+
+UPSCALE_MODEL_TYPE = "VK_UPSCALE_MODEL"  # the ComfyUI socket type of a loaded upscale model
 
 log = logging.getLogger("visionkit")
 
