@@ -330,7 +330,7 @@ def test_workflow_extraction_api_and_ui_formats():
         {"id": 3, "type": "VisionKitLoraLoader", "widgets_values": ["my_style.safetensors", 0.8, 1.0]},
         {"id": 4, "type": "LoadImage", "widgets_values": ["photo.png", "image"]}],
         "definitions": {"subgraphs": [{"nodes": [
-            {"type": "VisionKitControlNetLoader", "widgets_values": ["control_v11p_sd15_canny.safetensors"]}]}]}}
+            {"type": "VisionKitControlNetLoader", "widgets_values": ["control_v11p_sd15_canny_fp16.safetensors"]}]}]}}
     entries, unknown = W.needed_by_workflow(ui, CATALOGUE)
     assert sorted(e.name for e in entries) == ["clip-b32", "controlnet-canny-sd15", "realesrgan-x4plus"]
     assert unknown == ["my_style.safetensors (VisionKitLoraLoader)"]

@@ -32,6 +32,12 @@ OMDB = "https://github.com/OpenModelDB/open-model-database/blob/782aac088bd83dd3
 MICROSAM = ("https://github.com/computational-cell-analytics/micro-sam/blob/"
             "3ee3dae1780c3db4af196cf9eeb7823e3aace019/micro_sam/util.py#L103-L108")
 SWARM = "https://github.com/mcmonkeyprojects/SwarmUI/blob/062407c7bb488fc76ac61044cb929f0d0a30e60f/src"
+# ControlNet 1.1 for SD1.5: lllyasviel released .pth files; ComfyUI's author publishes them as fp16 .safetensors
+# under the same names + "_fp16". The workflows name those: a .safetensors file is what every ComfyUI frontend's
+# Missing Models panel offers to download (frontend 1.27 accepts only .safetensors / .sft there).
+CN_FP16 = "comfyanonymous/ControlNet-v1-1_fp16_safetensors"
+CN_FP16_NOTE = ("fp16 .safetensors of the original release (lllyasviel/ControlNet-v1-1, .pth), published by "
+                "ComfyUI's author; the original .pth loads too")
 SWARM_STEPS = f"{SWARM}/BuiltinExtensions/ComfyUIBackend/WorkflowGeneratorSteps.cs"
 
 
@@ -128,18 +134,16 @@ CATALOG: tuple[CatalogModel, ...] = (
                  "latent-consistency/lcm-lora-sdxl", "OpenRAIL++", files=(
         _hf("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors", "lcm-lora-sdxl.safetensors"),),
         page=f"{HF}/latent-consistency/lcm-lora-sdxl"),
-    CatalogModel("controlnet-canny-sd15", "control_v11p_sd15_canny.safetensors", "controlnet", "edge control",
+    CatalogModel("controlnet-canny-sd15", "control_v11p_sd15_canny_fp16.safetensors", "controlnet", "edge control",
                  "lllyasviel/ControlNet-v1-1", "OpenRAIL", files=(
-        _hf("lllyasviel/ControlNet-v1-1", "control_v11p_sd15_canny.pth"),),
-        target="control_v11p_sd15_canny.pth",
+        _hf(CN_FP16, "control_v11p_sd15_canny_fp16.safetensors"),),
         page=f"{HF}/lllyasviel/ControlNet-v1-1",
-        note="the original release file (.pth, plain tensors); the README's .safetensors name is a conversion"),
-    CatalogModel("controlnet-openpose-sd15", "control_v11p_sd15_openpose.safetensors", "controlnet", "pose control",
+        note=CN_FP16_NOTE),
+    CatalogModel("controlnet-openpose-sd15", "control_v11p_sd15_openpose_fp16.safetensors", "controlnet", "pose control",
                  "lllyasviel/ControlNet-v1-1", "OpenRAIL", files=(
-        _hf("lllyasviel/ControlNet-v1-1", "control_v11p_sd15_openpose.pth"),),
-        target="control_v11p_sd15_openpose.pth",
+        _hf(CN_FP16, "control_v11p_sd15_openpose_fp16.safetensors"),),
         page=f"{HF}/lllyasviel/ControlNet-v1-1",
-        note="the original release file (.pth, plain tensors); the README's .safetensors name is a conversion"),
+        note=CN_FP16_NOTE),
     CatalogModel("ipadapter-sd15", "ip-adapter_sd15.safetensors", "ipadapter", "style transfer", "h94/IP-Adapter",
                  "Apache-2.0", files=(
         _hf("h94/IP-Adapter", "models/ip-adapter_sd15.safetensors",
@@ -281,12 +285,11 @@ CATALOG: tuple[CatalogModel, ...] = (
         for f in ("config.json", "model.safetensors", "preprocessor_config.json")),
         page=f"{HF}/google/vit-base-patch16-224",
         note="a transformers folder (1000 ImageNet labels)"),
-    CatalogModel("controlnet-depth-sd15", "control_v11f1p_sd15_depth.safetensors", "controlnet", "depth control",
+    CatalogModel("controlnet-depth-sd15", "control_v11f1p_sd15_depth_fp16.safetensors", "controlnet", "depth control",
                  "lllyasviel/ControlNet-v1-1", "OpenRAIL", files=(
-        _hf("lllyasviel/ControlNet-v1-1", "control_v11f1p_sd15_depth.pth"),),
-        target="control_v11f1p_sd15_depth.pth",
+        _hf(CN_FP16, "control_v11f1p_sd15_depth_fp16.safetensors"),),
         page=f"{HF}/lllyasviel/ControlNet-v1-1",
-        note="the original release file (.pth, plain tensors); the README's .safetensors name is a conversion"),
+        note=CN_FP16_NOTE),
     CatalogModel("vitpose-base", "vitpose-base-simple", "pose", "pose from a photo", "usyd-community/vitpose-base-simple",
                  "Apache-2.0", files=tuple(
         _hf("usyd-community/vitpose-base-simple", f, f"vitpose-base-simple/{f}")

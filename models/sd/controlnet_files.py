@@ -59,7 +59,7 @@ def _layout(sd: dict, name: str) -> str:
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         return "diffusers"
     raise ControlNetError(f"{name} is not a ControlNet: it looks like {identify.what_is(sd, exclude='controlnet')}. Put ControlNet "
-                          "files (e.g. control_v11p_sd15_canny.safetensors) in models/controlnet.")
+                          "files (e.g. control_v11p_sd15_canny_fp16.safetensors) in models/controlnet.")
 
 
 _RESNET = (("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"), ("out_layers.3", "conv2"),

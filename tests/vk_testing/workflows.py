@@ -26,8 +26,8 @@ ALIASES: dict[tuple[str, str], str] = {
     ("checkpoints", "sd_xl_base_1.0.safetensors"): "tiny-sdxl.safetensors",
     ("loras", "lcm-lora-sdv1-5.safetensors"): "for-tiny-sd15.safetensors",
     ("loras", "lcm-lora-sdxl.safetensors"): "for-tiny-sdxl.safetensors",
-    ("controlnet", "control_v11p_sd15_canny.safetensors"): "for-tiny-sd15-ldm.safetensors",
-    ("controlnet", "control_v11p_sd15_openpose.safetensors"): "for-tiny-sd15-ldm.safetensors",
+    ("controlnet", "control_v11p_sd15_canny_fp16.safetensors"): "for-tiny-sd15-ldm.safetensors",
+    ("controlnet", "control_v11p_sd15_openpose_fp16.safetensors"): "for-tiny-sd15-ldm.safetensors",
     ("upscale_models", "RealESRGAN_x4plus.pth"): "tiny_RealESRGAN_x4plus.pth",
     ("sams", "sam_vit_b_01ec64.pth"): "tiny_sam_vit.pth",
     ("grounding-dino", "grounding-dino-tiny"): "tiny-grounding-dino",
@@ -44,7 +44,7 @@ ALIASES: dict[tuple[str, str], str] = {
     # issue 20: pose and depth
     ("pose", "vitpose-base-simple"): "tiny-vitpose",
     ("depth", "Depth-Anything-V2-Small-hf"): "tiny-depth-anything",
-    ("controlnet", "control_v11f1p_sd15_depth.safetensors"): "for-tiny-sd15-ldm.safetensors",
+    ("controlnet", "control_v11f1p_sd15_depth_fp16.safetensors"): "for-tiny-sd15-ldm.safetensors",
 }
 
 # Text-to-image sizes are divided by this in tests (512 px on the tiny SD1.5 UNet takes 7 s on CPU, 64 px 0.2 s)
