@@ -20,7 +20,7 @@ import json
 import pytest
 
 from vk_testing import import_pack, tiers
-from vk_testing.comfy_server import ComfyUINotFound, find_comfyui_dir
+from vk_testing.comfy_checkouts import ComfyUINotFound, find_comfyui_dir
 
 import_pack()
 from visionkit_pack.models.perception import clip_inputs as cb  # noqa: E402

@@ -24,15 +24,15 @@ import pytest
 from vk_testing import import_pack, tiers
 from vk_testing import workflows as W
 from vk_testing.browser import PACK_TEMPLATES, ComfyPage, launch_browser, missing_reason, write_settings
-from vk_testing.comfy_server import (
+from vk_testing.comfy_checkouts import (
     NEWEST_FRONTEND,
-    ComfyServer,
     ComfyUINotFound,
     comfyui_version,
     find_comfyui_dirs,
     frontend_args,
     pinned_frontend,
 )
+from vk_testing.comfy_server import ComfyServer
 
 pytestmark = [pytest.mark.t3, pytest.mark.slow]
 

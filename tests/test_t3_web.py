@@ -30,7 +30,8 @@ import pytest
 from PIL import Image
 from vk_testing import ROOT, tiers
 from vk_testing.browser import DEPRECATION_HOOK, PACK_SCRIPTS
-from vk_testing.comfy_server import ComfyServer, comfy_primary, find_comfyui_dir, frontend_args  # noqa: F401
+from vk_testing.comfy_checkouts import find_comfyui_dir, frontend_args
+from vk_testing.comfy_server import ComfyServer, comfy_primary  # noqa: F401  (comfy_primary: the session fixture)
 
 pytestmark = [pytest.mark.t3, pytest.mark.slow]
 

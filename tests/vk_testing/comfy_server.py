@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 
 from . import ROOT, netguard
-from .comfy_checkouts import (  # noqa: F401  (NEWEST_FRONTEND: tests/test_t3_frontends.py imports it from here)
+from .comfy_checkouts import (  # noqa: F401
     NEWEST_FRONTEND, ComfyUINotFound, comfyui_version, find_comfyui_dir, find_comfyui_dirs, frontend_args,
 )
 
