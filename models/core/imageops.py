@@ -70,12 +70,6 @@ def split_alpha(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]
     return image, None
 
 
-def join_alpha(rgb: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
-    if alpha is None:
-        return rgb
-    return torch.cat([rgb, alpha.unsqueeze(-1).to(rgb)], dim=-1)
-
-
 def match_mask(mask: torch.Tensor, image: torch.Tensor, mask_name: str = "mask",
                image_name: str = "image") -> torch.Tensor:
     """A mask for every image of the batch, at the image's size.
@@ -109,53 +103,3 @@ def from_uint8(a: np.ndarray) -> torch.Tensor:
 def image_to_bgr_list(image: torch.Tensor) -> list[np.ndarray]:
     """IMAGE → list of uint8 BGR (H, W, 3) arrays for OpenCV libraries (alpha dropped; see split_alpha)."""
     return [np.ascontiguousarray(a[..., 2::-1]) for a in to_uint8(image[..., :3])]
-
-
-def bgr_list_to_image(arrays: list[np.ndarray]) -> torch.Tensor:
-    """List of uint8 BGR (H, W, 3) arrays of the same size → IMAGE."""
-    _check_same_size(arrays)
-    return from_uint8(np.stack([a[..., 2::-1] for a in arrays]))
-
-
-def rgb_list_to_image(arrays: list[np.ndarray]) -> torch.Tensor:
-    _check_same_size(arrays)
-    return from_uint8(np.stack(arrays))
-
-
-def image_to_pil(image: torch.Tensor):
-    """IMAGE → list of PIL images (RGB, or RGBA when the IMAGE has 4 channels)."""
-    from PIL import Image
-
-    return [Image.fromarray(a, mode="RGBA" if a.shape[-1] == 4 else "RGB") for a in to_uint8(image)]
-
-
-def pil_to_image(images) -> torch.Tensor:
-    """PIL image(s) → IMAGE; RGBA stays 4 channels, anything else becomes RGB."""
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    arrays = [np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") else "RGB")) for im in images]
-    _check_same_size(arrays)
-    return from_uint8(np.stack(arrays))
-
-
-def mask_to_pil(mask: torch.Tensor):
-    from PIL import Image
-
-    return [Image.fromarray(a, mode="L") for a in to_uint8(mask)]
-
-
-def pil_to_mask(images) -> torch.Tensor:
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    arrays = [np.asarray(im.convert("L")) for im in images]
-    _check_same_size(arrays)
-    return from_uint8(np.stack(arrays))
-
-
-def _check_same_size(arrays) -> None:
-    if not arrays:
-        raise ImageInputError("no images to stack into a batch")
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ImageInputError(f"images of different sizes cannot form one batch: {sorted(shapes)}; resize them "
-                              "to one size first")
