@@ -46,7 +46,7 @@ def is_out_of_memory(ex: BaseException) -> bool:
     if oom is not None and isinstance(ex, oom):
         return True
     text = str(ex)
-    return isinstance(ex, RuntimeError) and ("out of memory" in text.lower() or "CUDA error: out of memory" in text)
+    return isinstance(ex, RuntimeError) and "out of memory" in text.lower()
 
 
 def reraise_oom(ex: BaseException, hint: str):

@@ -45,12 +45,8 @@ _lock = threading.Lock()
 
 def register(kind: str, describe: Callable[[Mapping, list], str | None], *, order: int,
              place: Place | None = None) -> None:
-    """Add a describer (and, once per kind, where that kind of file goes). Re-registering the same function
-    (a module imported twice under two names) replaces it."""
+    """Add a describer (and, once per kind, where that kind of file goes); engines call it when imported."""
     with _lock:
-        _DESCRIBERS[:] = [d for d in _DESCRIBERS
-                          if not (d.kind == kind and getattr(d.describe, "__qualname__", None)
-                                  == getattr(describe, "__qualname__", object()))]
         _DESCRIBERS.append(Describer(kind, describe, order))
         _DESCRIBERS.sort(key=lambda d: d.order)
         if place is not None:

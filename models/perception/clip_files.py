@@ -15,6 +15,8 @@ import zipfile
 from ..core import identify
 from .clip_inputs import BPE_VOCAB, ClipModelError
 
+_has = identify.has_prefix  # any key starting with one of the prefixes (the registry's own helper)
+
 
 # ================================================================ recognising files
 def strip_prefixes(sd: dict) -> dict:
@@ -27,10 +29,6 @@ def strip_prefixes(sd: dict) -> dict:
         else:
             break
     return sd
-
-
-def _has(sd: dict, *prefixes: str) -> bool:
-    return any(k.startswith(prefixes) for k in sd)
 
 
 def classify_state_dict(sd: dict) -> str:
@@ -309,9 +307,9 @@ def map_hf_keys(sd: dict, model_keys: dict) -> dict:
 
 # ---------------------------------------------------------------- what a file is (core/identify.py)
 def _what_file(sd, keys) -> str | None:
-    if (identify.has_prefix(keys, "visual.") and identify.has_prefix(keys, "token_embedding.", "text.",
+    if (_has(keys, "visual.") and _has(keys, "token_embedding.", "text.",
                                                                       "transformer.resblocks.")) \
-            or (identify.has_prefix(keys, "vision_model.") and identify.has_prefix(keys, "text_model.")):
+            or (_has(keys, "vision_model.") and _has(keys, "text_model.")):
         return f"a full CLIP model (image and text towers): {identify.goes('clip')}"
     return None
 

@@ -53,8 +53,7 @@ def shipped_config(arch: str, part: str) -> dict:
 
 
 # ================================================================ what is this file?
-def _has(keys, *prefixes) -> bool:
-    return any(k.startswith(prefixes) for k in keys)
+_has = identify.has_prefix  # any key starting with one of the prefixes (the registry's own helper)
 
 
 def _cross_dim(sd: dict, prefix: str = UNET) -> int | None:
